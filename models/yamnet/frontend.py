@@ -1,0 +1,187 @@
+"""YAMNet's log-mel frontend, offline and incremental.
+
+The math follows the published YAMNet features (tensorflow/models, research/audioset/yamnet):
+a periodic Hann window of 25 ms every 10 ms, the magnitude of a 512-point FFT, 64 HTK mel bands
+from 125 to 7500 Hz built the way ``tf.signal.linear_to_mel_weight_matrix`` builds them (triangles
+in the mel domain, DC bin zeroed), ``log(mel + 0.001)``, and 96-frame patches.
+
+``StreamingLogMel`` computes each frame exactly once, whatever the chunking, and its frames are
+identical to the offline ``log_mel_frames`` of the same samples: both call the same per-frame code
+on the same sample values. Work is done in float64 so that the order in which BLAS sums cannot move
+a value across a quantisation step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.yamnet.spec import FRONTEND, FrontendParams
+
+__all__ = [
+    "Patch",
+    "PatchWindower",
+    "StreamingLogMel",
+    "log_mel_frames",
+    "mel_weight_matrix",
+    "patches_offline",
+    "quantize_patches",
+]
+
+FloatArray = npt.NDArray[np.float64]
+_MEL_BREAK_HZ = 700.0
+_MEL_HIGH_Q = 1127.0
+
+
+def _hz_to_mel(freq_hz: FloatArray | float) -> FloatArray:
+    return _MEL_HIGH_Q * np.log1p(np.asarray(freq_hz, dtype=np.float64) / _MEL_BREAK_HZ)
+
+
+def mel_weight_matrix(params: FrontendParams = FRONTEND) -> FloatArray:
+    """[fft_length // 2 + 1, mel_bands] triangular filterbank, as TensorFlow builds it."""
+    spectrogram_bins = params.fft_length // 2 + 1
+    nyquist_hz = params.sample_rate_hz / 2.0
+    bin_mel = _hz_to_mel(np.linspace(0.0, nyquist_hz, spectrogram_bins))[1:]  # DC bin is zeroed
+    edges_mel = np.linspace(
+        _hz_to_mel(params.mel_min_hz), _hz_to_mel(params.mel_max_hz), params.mel_bands + 2
+    )
+    lower, center, upper = edges_mel[:-2], edges_mel[1:-1], edges_mel[2:]
+    rising = (bin_mel[:, None] - lower) / (center - lower)
+    falling = (upper - bin_mel[:, None]) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    return np.vstack([np.zeros((1, params.mel_bands)), weights])
+
+
+def _periodic_hann(length: int) -> FloatArray:
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+
+
+class _FrameMath:
+    """Window, FFT size and filterbank built once and shared (immutable)."""
+
+    def __init__(self, params: FrontendParams) -> None:
+        self.params = params
+        self.window = _periodic_hann(params.stft_window_samples)
+        self.mel = mel_weight_matrix(params)
+
+    def frames_to_log_mel(self, framed: FloatArray) -> FloatArray:
+        spectrum = np.abs(np.fft.rfft(framed * self.window, n=self.params.fft_length, axis=1))
+        # einsum, not BLAS: BLAS picks a different summation path for one row than for many,
+        # which would make streamed frames differ from offline ones in the last bit.
+        mel = np.einsum("ij,jk->ik", spectrum, self.mel)
+        return np.log(mel + self.params.log_offset)
+
+
+_MATH: dict[FrontendParams, _FrameMath] = {}
+
+
+def _math(params: FrontendParams) -> _FrameMath:
+    if params not in _MATH:
+        _MATH[params] = _FrameMath(params)
+    return _MATH[params]
+
+
+def _frame_count(samples: int, params: FrontendParams) -> int:
+    if samples < params.stft_window_samples:
+        return 0
+    return 1 + (samples - params.stft_window_samples) // params.stft_hop_samples
+
+
+def _frame(samples: FloatArray, count: int, params: FrontendParams) -> FloatArray:
+    return np.lib.stride_tricks.as_strided(
+        samples,
+        shape=(count, params.stft_window_samples),
+        strides=(samples.strides[0] * params.stft_hop_samples, samples.strides[0]),
+        writeable=False,
+    )
+
+
+def log_mel_frames(samples: npt.ArrayLike, params: FrontendParams = FRONTEND) -> FloatArray:
+    """Offline log-mel: [frames, mel_bands] for 16 kHz mono samples (no padding, like TF's stft)."""
+    audio = np.ascontiguousarray(samples, dtype=np.float64)
+    count = _frame_count(audio.shape[0], params)
+    if count == 0:
+        return np.empty((0, params.mel_bands))
+    return _math(params).frames_to_log_mel(_frame(audio, count, params))
+
+
+def patches_offline(
+    samples: npt.ArrayLike, hop_frames: int, params: FrontendParams = FRONTEND
+) -> FloatArray:
+    """All complete patches [n, patch_frames, mel_bands] of a whole signal."""
+    frames = log_mel_frames(samples, params)
+    if frames.shape[0] < params.patch_frames:
+        return np.empty((0, params.patch_frames, params.mel_bands))
+    count = 1 + (frames.shape[0] - params.patch_frames) // hop_frames
+    return np.stack(
+        [frames[i * hop_frames : i * hop_frames + params.patch_frames] for i in range(count)]
+    )
+
+
+def quantize_patches(patches: FloatArray, scale: float, zero_point: int) -> npt.NDArray[np.uint8]:
+    """Quantise log-mel patches for the uint8 model input (round half to even, clipped)."""
+    quantized = np.rint(patches / scale) + zero_point
+    return np.clip(quantized, 0, 255).astype(np.uint8)
+
+
+class StreamingLogMel:
+    """Per-session incremental log-mel: push samples, get the frames they complete.
+
+    Keeps only the samples that the next frame still needs (less than one STFT window).
+    """
+
+    def __init__(self, params: FrontendParams = FRONTEND) -> None:
+        self._params = params
+        self._math = _math(params)
+        self._pending = np.empty(0, dtype=np.float64)
+        self.frames_emitted = 0
+
+    def push(self, samples: npt.ArrayLike) -> FloatArray:
+        audio = np.asarray(samples, dtype=np.float64)
+        buffer = np.concatenate([self._pending, audio]) if self._pending.size else audio.copy()
+        count = _frame_count(buffer.shape[0], self._params)
+        if count == 0:
+            self._pending = buffer
+            return np.empty((0, self._params.mel_bands))
+        frames = self._math.frames_to_log_mel(_frame(buffer, count, self._params))
+        self._pending = buffer[count * self._params.stft_hop_samples :].copy()
+        self.frames_emitted += count
+        return frames
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One model window: its index in the session and its log-mel frames."""
+
+    index: int
+    frames: FloatArray
+
+
+@dataclass
+class PatchWindower:
+    """Cuts a growing sequence of log-mel frames into patches every ``hop_frames`` frames."""
+
+    hop_frames: int
+    params: FrontendParams = FRONTEND
+    next_index: int = 0
+    _frames: FloatArray = field(default_factory=lambda: np.empty((0, FRONTEND.mel_bands)))
+    _first_frame: int = 0  # absolute frame index of self._frames[0]
+
+    def push(self, frames: FloatArray) -> list[Patch]:
+        if frames.shape[0]:
+            self._frames = np.concatenate([self._frames, frames]) if self._frames.size else frames
+        patches: list[Patch] = []
+        while True:
+            start = self.next_index * self.hop_frames - self._first_frame
+            stop = start + self.params.patch_frames
+            if stop > self._frames.shape[0]:
+                break
+            patches.append(Patch(self.next_index, self._frames[start:stop].copy()))
+            self.next_index += 1
+        keep_from = max(0, self.next_index * self.hop_frames - self._first_frame)
+        if keep_from:
+            self._frames = self._frames[keep_from:]
+            self._first_frame += keep_from
+        return patches

@@ -1,0 +1,112 @@
+"""The error catalogue: one exception type per documented status, and the GenericError body.
+
+Server code raises these; one middleware turns them into responses. The statuses are the Cochl
+reference's (400, 401, 403, 404, 409, 413, 429, 500) plus 405 for a known route with the wrong
+method and 503 while the server is not ready.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "InternalError",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "error_body",
+    "error_from_body",
+]
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a message safe to show a client."""
+
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status_code, self.message)
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+
+
+class InternalError(ApiError):
+    status_code = 500
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        PayloadTooLarge,
+        TooManyRequests,
+        InternalError,
+        ServiceUnavailable,
+    )
+}
+
+
+def error_body(status_code: int, message: str) -> dict[str, Any]:
+    """The GenericError schema: ``{"error": str, "status_code": int}``."""
+    return {"error": message, "status_code": status_code}
+
+
+def error_from_body(status_code: int, body: Any) -> ApiError:
+    """Rebuild the typed error a server sent (used by the client)."""
+    message = body.get("error") if isinstance(body, dict) else None
+    cls = _BY_STATUS.get(status_code, ApiError)
+    error = cls(str(message) if message else f"HTTP {status_code}")
+    if cls is ApiError:
+        error.status_code = status_code  # type: ignore[misc]
+    return error

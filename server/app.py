@@ -1,0 +1,149 @@
+"""``create_app(settings)``: the whole server, assembled with aiohttp cleanup contexts so that
+start-up happens in order and teardown in reverse, only for what started.
+
+Order: store -> model (loaded and warmed) -> scheduler and engine -> sessions recovered ->
+inactivity sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+
+from models.yamnet.labels import load_labels
+from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from protocol.tokens import TokenCodec
+from server.appkeys import ENGINE_STATE, SERVICE, SETTINGS, EngineState
+from server.audio import DecodeLimits
+from server.auth import KeyDirectory
+from server.config import Settings
+from server.engine import EngineConfig, InferenceEngine
+from server.errors import error_middleware
+from server.handlers import routes
+from server.runner import OnnxRunner
+from server.scheduler import BatchScheduler
+from server.service import SessionService
+from server.store import Store, StoreThread
+from server.tagging import Tagger
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+# A base64 chunk of 1 MiB is 1.4 MB; leave room for JSON around it and no more.
+_BODY_OVERHEAD_BYTES = 64 * 1024
+
+
+def _model_dir(settings: Settings) -> Path:
+    return settings.model_dir or WEIGHTS_DIR
+
+
+def create_app(settings: Settings) -> web.Application:
+    max_body = 4 * -(-settings.max_chunk_bytes // 3) + _BODY_OVERHEAD_BYTES
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    app[SETTINGS] = settings
+    app[ENGINE_STATE] = EngineState()
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_server_context)
+    return app
+
+
+async def _server_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    state = app[ENGINE_STATE]
+    store = Store(settings.db_path, settings.audio_dir, fsync=settings.fsync)
+    token_key = store.secret("next_token_key")
+    store_thread = StoreThread(store)
+    keys = KeyDirectory(settings.db_path)
+    infer_executor = ThreadPoolExecutor(
+        settings.inference_workers, thread_name_prefix="tympan-infer"
+    )
+    decode_executor = ThreadPoolExecutor(2, thread_name_prefix="tympan-decode")
+    scheduler: BatchScheduler | None = None
+    engine: InferenceEngine | None = None
+    sweeper: asyncio.Task[None] | None = None
+    try:
+        loop = asyncio.get_running_loop()
+        model_dir = _model_dir(settings)
+        runner = await loop.run_in_executor(
+            infer_executor,
+            lambda: OnnxRunner(
+                model_dir / "model.onnx", settings.provider, settings.intra_op_threads
+            ),
+        )
+        tagger = Tagger(load_labels(model_dir))
+        scheduler = BatchScheduler(
+            runner.run,
+            infer_executor,
+            settings.max_batch_size,
+            settings.max_queue_delay_ms / 1000.0,
+            concurrency=settings.inference_workers,
+        )
+        warm_s = await loop.run_in_executor(
+            infer_executor, _warm_up, runner, settings.max_batch_size
+        )
+        scheduler.start()
+        limits = DecodeLimits(max_duration_s=settings.max_session_duration_s)
+        config = EngineConfig(runner.input_quant.scale, runner.input_quant.zero_point, limits)
+        engine = InferenceEngine(config, tagger, store_thread, scheduler, decode_executor)
+        service = SessionService(
+            settings, store_thread, keys, engine, TokenCodec(token_key), FRONTEND.window_seconds
+        )
+        app[SERVICE] = service
+        recovered = await service.load()
+        sweeper = asyncio.create_task(_sweep_inactive(service, settings), name="inactivity-sweeper")
+        state.provider = runner.provider
+        state.variant = "yamnet-w8a8"
+        state.details = {"max_batch_size": settings.max_batch_size, "warmup_s": round(warm_s, 3)}
+        state.ready = True
+        log.info(
+            "ready: provider=%s variant=%s sessions recovered=%d",
+            runner.provider,
+            state.variant,
+            recovered,
+        )
+        yield
+    finally:
+        state.ready = False
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        if engine is not None:
+            await engine.stop()
+        if scheduler is not None:
+            await scheduler.stop()
+        infer_executor.shutdown(wait=True)
+        decode_executor.shutdown(wait=True)
+        keys.close()
+        store_thread.close()
+        log.info("store closed")
+
+
+def _warm_up(runner: OnnxRunner, max_batch: int) -> float:
+    """Run each batch size the scheduler can form once, so the first user never pays for it."""
+    started = time.perf_counter()
+    patch = np.full(
+        (1, FRONTEND.patch_frames, FRONTEND.mel_bands), runner.input_quant.zero_point, np.uint8
+    )
+    for size in sorted({1, max_batch}):
+        runner.run(np.repeat(patch, size, axis=0))
+    return time.perf_counter() - started
+
+
+async def _sweep_inactive(service: SessionService, settings: Settings) -> None:
+    interval_s = max(0.05, min(60.0, settings.inactivity_timeout_s / 4))
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await service.expire_inactive()
+        except Exception:
+            log.exception("inactivity sweep failed")

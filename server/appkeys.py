@@ -1,0 +1,33 @@
+"""Typed application keys for the objects that handlers and background tasks share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from server.config import Settings
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["ENGINE_STATE", "SERVICE", "SETTINGS", "EngineState"]
+
+
+@dataclass
+class EngineState:
+    """What /readyz reports: whether the model is loaded and warm, and how it runs."""
+
+    ready: bool = False
+    provider: str = ""
+    variant: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": self.provider, "variant": self.variant, **self.details}
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICE = web.AppKey("service", "SessionService")
+ENGINE_STATE = web.AppKey("engine_state", EngineState)

@@ -1,0 +1,61 @@
+"""Who is calling: API key lookup, owner checks.
+
+Key lookups run on the event loop over their own read-only SQLite connection: a primary-key or
+unique-index lookup takes microseconds and WAL readers never wait for the writer, so revocation
+by ``tympan keys revoke`` (another process) is seen by the very next request.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.errors import Unauthorized
+from server.keys import hash_key, keys_match
+
+__all__ = ["Caller", "KeyDirectory", "presented_key"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: int
+    key_name: str
+
+
+def presented_key(headers: dict[str, str] | object) -> str | None:
+    """The key from ``x-api-key`` or ``Authorization: Bearer``; None when neither is sent."""
+    get = headers.get  # type: ignore[attr-defined]
+    key = get("x-api-key")
+    if key:
+        return str(key).strip()
+    authorization = get("Authorization") or ""
+    scheme, _, token = str(authorization).partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class KeyDirectory:
+    def __init__(self, db_path: Path) -> None:
+        self._db = sqlite3.connect(
+            f"file:{db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA busy_timeout=2000")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def authenticate(self, key: str) -> Caller:
+        """Raise Unauthorized unless ``key`` is a known, unrevoked key."""
+        key_hash = hash_key(key)
+        row = self._db.execute(
+            "SELECT id, name, key_hash, revoked_at FROM keys WHERE key_hash = ?", (key_hash,)
+        ).fetchone()
+        if row is None or not keys_match(bytes(row[2]), key) or row[3] is not None:
+            raise Unauthorized("API key is missing, invalid or revoked")
+        return Caller(int(row[0]), str(row[1]))
+
+    def is_revoked(self, key_id: int) -> bool:
+        row = self._db.execute("SELECT revoked_at FROM keys WHERE id = ?", (key_id,)).fetchone()
+        return row is None or row[0] is not None

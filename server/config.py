@@ -1,0 +1,104 @@
+"""Settings: read once, from flags and ``TYMPAN_*`` environment variables, into a frozen object.
+
+Nothing reads the environment at import time; ``Settings.from_env`` takes the mapping it should
+read, so tests build settings from a dict. A bad value names the variable and what it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
+
+ENV_PREFIX = "TYMPAN_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("var")
+    model_dir: Path | None = None  # None: the fetched weights under models/yamnet/weights
+    provider: str | None = None  # None: best available (TensorRT, CUDA, CPU)
+    intra_op_threads: int = 1
+    max_chunk_bytes: int = 1024 * 1024
+    fsync: bool = True
+    status_wait_s: float = 10.0
+    inactivity_timeout_s: float = 3600.0
+    require_owner_key: bool = False
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    inference_workers: int = 1
+    max_session_duration_s: float = 4 * 3600.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``TYMPAN_<FIELD>`` variables, then explicit overrides (e.g. CLI flags)."""
+        environ = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            key = ENV_PREFIX + spec.name.upper()
+            if key in environ:
+                values[spec.name] = _coerce(key, environ[key], hints[spec.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        for name in ("max_chunk_bytes", "max_batch_size", "intra_op_threads", "inference_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("status_wait_s", "inactivity_timeout_s", "max_queue_delay_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tympan.sqlite3"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: str, hint: Any) -> Any:
+    text = raw.strip()
+    try:
+        if hint is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if hint in (Path, Path | None):
+            return Path(text) if text else None
+        if hint in (str, str | None):
+            return text or None
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not valid: {exc}") from None
+    raise ConfigError(f"{key}: unsupported setting type {hint}")

@@ -1,0 +1,268 @@
+"""The inference engine: one worker per active session feeds its pipeline, the shared batch
+scheduler runs the model, results are stored and then announced.
+
+A chunk's path: ``chunk_accepted`` -> session worker -> pipeline (executor) -> scheduler ->
+runner (executor) -> tagger -> store -> ``changed`` event (long-polling status readers).
+
+Workers are tracked tasks; deleting a session cancels its worker, and the scheduler drops the
+cancelled windows between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from models.yamnet.spec import FRONTEND
+from protocol.states import SessionState
+from server.audio import DecodeError, DecodeLimits, parse_content_type
+from server.pipeline import AudioPipeline, WindowBatch
+from server.scheduler import BatchScheduler
+from server.sessions import Session
+from server.store import ResultRow, Store, StoreError, StoreThread
+from server.tagging import Tagger
+
+__all__ = ["EngineConfig", "InferenceEngine"]
+
+log = logging.getLogger(__name__)
+
+_FINISH = object()
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    input_scale: float
+    input_zero_point: int
+    limits: DecodeLimits
+    window_seconds: float = FRONTEND.window_seconds
+
+
+class _Worker:
+    """Per-session runtime: the pipeline and the queue of work for it."""
+
+    def __init__(self, session: Session, engine: InferenceEngine, skip_below: int) -> None:
+        self.session = session
+        self.engine = engine
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+        self.busy = False
+        params = session.params
+        self.thresholds = engine.tagger.thresholds(
+            params.default_sensitivity, params.tags_sensitivity
+        )
+        self.pipeline = AudioPipeline(
+            parse_content_type(params.content_type),
+            params.window_hop_s,
+            engine.config.input_scale,
+            engine.config.input_zero_point,
+            engine.config.limits,
+            skip_below=skip_below,
+        )
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def put(self, item: Any) -> None:
+        self.queue.put_nowait(item)
+        if self.task is None or self.task.done():
+            self.task = self.engine._spawn(self._run(), f"session-{self.session.id[:8]}")
+
+    async def _run(self) -> None:
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            self.busy = True
+            try:
+                if item is _FINISH:
+                    await self._finish()
+                else:
+                    await self._chunk(*item)
+            except (DecodeError, StoreError, RuntimeError) as exc:
+                await self._fail(exc)
+            finally:
+                self.busy = False
+            self.notify()
+        if self.session.finished:
+            self.engine.forget_finished(self.session)
+
+    async def _chunk(self, seq: int, data: bytes | None) -> None:
+        session = self.session
+        try:
+            if data is None:  # recovery: the chunk is on disk
+                data = await self.engine.store.read(lambda s: s.read_chunk(session.id, seq))
+            batch = await self.engine.run_blocking(self.pipeline.feed_chunk, data)
+            await self._infer_and_store(batch, live=True)
+        finally:
+            session.pending_chunks = max(0, session.pending_chunks - 1)
+
+    async def _finish(self) -> None:
+        session = self.session
+        if session.is_stream:
+            batch = await self.engine.run_blocking(self.pipeline.finish)
+            await self._infer_and_store(batch, live=True)
+        else:
+            data = await self.engine.store.read(lambda s: _read_all_chunks(s, session.id))
+            batches = await self.engine.run_blocking(self.pipeline.file_windows, data)
+            submitted = [
+                asyncio.ensure_future(self.engine.scheduler.submit(b.patches, live=False))
+                for b in batches
+            ]
+            try:
+                for batch, probabilities in zip(batches, submitted, strict=True):
+                    await self._store(batch, await probabilities)
+            finally:
+                for future in submitted:
+                    future.cancel()
+            session.pending_chunks = 0
+        await self._mark_done()
+
+    async def _infer_and_store(self, batch: WindowBatch, live: bool) -> None:
+        if len(batch):
+            probabilities = await self.engine.scheduler.submit(batch.patches, live=live)
+            await self._store(batch, probabilities)
+
+    async def _store(self, batch: WindowBatch, probabilities: Any) -> None:
+        hop = self.session.params.window_hop_s
+        window = self.engine.config.window_seconds
+        rows = [
+            ResultRow(index, round(index * hop, 3), round(index * hop + window, 3), tags)
+            for index, tags in enumerate(
+                self.engine.tagger.tags(probabilities, self.thresholds), start=batch.first_index
+            )
+        ]
+        session_id = self.session.id
+        count = await self.engine.store.write(lambda s: s.add_results(session_id, rows))
+        self.session.results_count = count
+        self.notify()
+
+    async def _mark_done(self) -> None:
+        session_id = self.session.id
+        await self.engine.store.write(lambda s: _finish_session(s, session_id))
+        self.session.inference_done = True
+
+    async def _fail(self, exc: Exception) -> None:
+        """An error makes the session readonly and cancels its pending inference."""
+        session = self.session
+        message = str(exc) if isinstance(exc, DecodeError) else f"inference failed: {exc}"
+        log.warning("session %s failed: %s", session.id[:8], message)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        session.make_readonly(error=message)
+        session.pending_chunks = 0
+        session_id = session.id
+        with contextlib.suppress(StoreError):
+            await self.engine.store.write(
+                lambda s: (
+                    s.set_state(session_id, "readonly", message),
+                    _finish_session(s, session_id),
+                )
+            )
+        session.inference_done = True
+
+
+def _read_all_chunks(store: Store, session_id: str) -> bytes:
+    return b"".join(store.read_chunk(session_id, seq) for seq in store.retained_chunks(session_id))
+
+
+def _finish_session(store: Store, session_id: str) -> None:
+    """Inference is over: mark it, and drop the raw audio nobody needs any more."""
+    store.mark_inference_done(session_id)
+    store.prune_chunks(session_id, below_seq=2**62)
+
+
+class InferenceEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        tagger: Tagger,
+        store: StoreThread,
+        scheduler: BatchScheduler,
+        decode_executor: Executor,
+    ) -> None:
+        self.config = config
+        self.tagger = tagger
+        self.store = store
+        self.scheduler = scheduler
+        self._decode_executor = decode_executor
+        self._workers: dict[str, _Worker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._decode_executor, fn, *args)
+
+    def _worker(self, session: Session) -> _Worker:
+        worker = self._workers.get(session.id)
+        if worker is None:
+            worker = _Worker(session, self, skip_below=session.results_count)
+            self._workers[session.id] = worker
+        return worker
+
+    # -- events from the session service ---------------------------------------------------
+
+    def chunk_accepted(self, session: Session, seq: int, data: bytes) -> None:
+        session.pending_chunks += 1
+        if session.is_stream:
+            self._worker(session).put((seq, data))
+        if session.state is SessionState.READONLY:
+            self.readonly(session)
+
+    def readonly(self, session: Session) -> None:
+        if not session.inference_done:
+            self._worker(session).put(_FINISH)
+
+    def deleted(self, session: Session) -> None:
+        worker = self._workers.pop(session.id, None)
+        if worker is not None:
+            if worker.task is not None:
+                worker.task.cancel()
+            worker.notify()
+
+    def recover(self, session: Session, retained_chunks: list[int]) -> None:
+        """After a restart: replay what a finished inference did not yet consume."""
+        if session.inference_done:
+            return
+        if session.is_stream:
+            for seq in retained_chunks:
+                session.pending_chunks += 1
+                self._worker(session).put((seq, None))
+        else:
+            session.pending_chunks = len(retained_chunks)
+        if session.state is SessionState.READONLY:
+            self.readonly(session)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def is_working(self, session: Session) -> bool:
+        worker = self._workers.get(session.id)
+        return worker is not None and (worker.busy or not worker.queue.empty())
+
+    async def wait_for_change(self, session: Session, timeout_s: float) -> None:
+        worker = self._workers.get(session.id)
+        if worker is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.changed.wait(), timeout_s)
+
+    def forget_finished(self, session: Session) -> None:
+        worker = self._workers.get(session.id)
+        if worker is not None and session.finished and worker.queue.empty():
+            self._workers.pop(session.id, None)
+
+    async def stop(self) -> None:
+        """Cancel workers; acknowledged chunks are on disk and replay after the restart."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""The one place where errors become HTTP responses.
+
+Every error, including aiohttp's own (unknown route, wrong method, body too large), leaves as the
+GenericError JSON body with the matching status. Unexpected exceptions become a 500 whose body
+names only a request id; the details go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from protocol.codec import DecodeBodyError, encode_body, wants_msgpack
+from protocol.errors import ApiError, BadRequest, InternalError, error_body
+from server.store import StoreError
+
+__all__ = ["error_middleware", "json_response"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_MESSAGES = {
+    404: "route not found",
+    405: "method not allowed on this route",
+    413: "request body is too large",
+}
+
+
+def json_response(
+    request: web.Request, payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """JSON by default, msgpack when the client sends ``Accept: application/msgpack``."""
+    body, content_type = encode_body(payload, wants_msgpack(request.headers.get("Accept")))
+    return web.Response(body=body, status=status, content_type=content_type, headers=headers)
+
+
+def _error(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    request_id = request.get("request_id", "")
+    merged = {"X-Request-Id": request_id, **(headers or {})}
+    return json_response(request, error_body(status, message), status=status, headers=merged)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request["request_id"] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return _error(request, exc.status_code, exc.message, exc.headers)
+    except DecodeBodyError as exc:
+        return _error(request, BadRequest.status_code, str(exc))
+    except StoreError as exc:
+        log.error("request %s: storage failure: %s", request["request_id"], exc)
+        return _error(
+            request,
+            InternalError.status_code,
+            f"storage is failing; the request was not applied (request {request['request_id']})",
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = _HTTP_MESSAGES.get(exc.status, exc.reason or "request failed")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error(request, exc.status, message, headers)
+    except Exception:
+        log.exception("request %s failed", request["request_id"])
+        return _error(request, 500, f"unexpected server error (request {request['request_id']})")
+    response.headers.setdefault("X-Request-Id", request["request_id"])
+    return response

@@ -1,0 +1,87 @@
+"""HTTP handlers: parse the request, call the service, shape the response. Nothing else."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from protocol.codec import decode_body
+from protocol.errors import ServiceUnavailable
+from protocol.messages import parse_chunk_data
+from server.appkeys import ENGINE_STATE, SERVICE
+from server.auth import presented_key
+from server.errors import json_response
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+API = "/api/v1"
+
+
+async def _body(request: web.Request) -> object:
+    return decode_body(await request.read(), request.headers.get("Content-Type"))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(request, {"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[ENGINE_STATE]
+    if not state.ready:
+        raise ServiceUnavailable("model is not loaded and warmed up yet")
+    return json_response(request, {"status": "ready", **state.describe()})
+
+
+@routes.post(API + "/audio_sessions")
+@routes.post(API + "/audio_sessions/")
+async def create_session(request: web.Request) -> web.Response:
+    created = await request.app[SERVICE].create(
+        presented_key(request.headers), await _body(request)
+    )
+    return json_response(request, created.to_dict())
+
+
+@routes.put(API + "/audio_sessions/{session_id}/chunks/{seq}")
+async def upload_chunk(request: web.Request) -> web.Response:
+    data = parse_chunk_data(await _body(request))
+    refs = await request.app[SERVICE].put_chunk(
+        request.match_info["session_id"],
+        request.match_info["seq"],
+        presented_key(request.headers),
+        data,
+    )
+    return json_response(request, refs.to_dict())
+
+
+@routes.patch(API + "/audio_sessions/{session_id}")
+async def update_session(request: web.Request) -> web.Response:
+    await request.app[SERVICE].update(
+        request.match_info["session_id"], presented_key(request.headers), await _body(request)
+    )
+    return web.Response(status=204)
+
+
+@routes.delete(API + "/audio_sessions/{session_id}")
+async def delete_session(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete(
+        request.match_info["session_id"], presented_key(request.headers)
+    )
+    return web.Response(status=204)
+
+
+@routes.get(API + "/audio_sessions/{session_id}/status")
+async def read_status(request: web.Request) -> web.Response:
+    status = await request.app[SERVICE].status(
+        request.match_info["session_id"], presented_key(request.headers), request.query
+    )
+    return json_response(request, status.to_dict())
+
+
+@routes.get(API + "/audio_sessions/{session_id}/results")
+async def read_results(request: web.Request) -> web.Response:
+    body = await request.app[SERVICE].results(
+        request.match_info["session_id"], presented_key(request.headers), request.query
+    )
+    return json_response(request, body)

@@ -1,0 +1,130 @@
+"""Per-session audio pipeline: decoder -> incremental log-mel -> patches. Synchronous; the engine
+runs it in an executor thread, one call at a time per session.
+
+It lives on the session (decoder state, sample remainder, frame buffer, next window index) and
+shares only immutable things (filterbank, model spec) with other sessions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from models.yamnet.frontend import Patch, PatchWindower, StreamingLogMel, quantize_patches
+from models.yamnet.spec import FRONTEND, FrontendParams
+from server.audio import AudioFormat, DecodeLimits, StreamDecoder, decode_file
+
+__all__ = ["AudioPipeline", "WindowBatch"]
+
+_FILE_BLOCK_SAMPLES = 30 * FRONTEND.sample_rate_hz
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Consecutive windows of one session, quantised for the model."""
+
+    first_index: int
+    patches: npt.NDArray[np.uint8]  # [n, patch_frames, mel_bands]
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+
+class AudioPipeline:
+    def __init__(
+        self,
+        fmt: AudioFormat,
+        hop_seconds: float,
+        input_scale: float,
+        input_zero_point: int,
+        limits: DecodeLimits,
+        skip_below: int = 0,
+        params: FrontendParams = FRONTEND,
+    ) -> None:
+        self._fmt = fmt
+        self._limits = limits
+        self._params = params
+        self._scale = input_scale
+        self._zero_point = input_zero_point
+        self._hop_samples = params.hop_frames(hop_seconds) * params.stft_hop_samples
+        self._decoder: StreamDecoder | None = None
+        self._frontend = StreamingLogMel(params)
+        self._windower = PatchWindower(params.hop_frames(hop_seconds), params)
+        self._skip_below = skip_below
+        self.samples_seen = 0
+
+    # -- streams --------------------------------------------------------------------------
+
+    def feed_chunk(self, data: bytes) -> WindowBatch:
+        """Decode one stream chunk and return the windows it completes (raises DecodeError)."""
+        if self._decoder is None:
+            self._decoder = StreamDecoder(self._fmt, self._limits)
+        return self._push(self._decoder.decode_chunk(data))
+
+    def finish(self) -> WindowBatch:
+        """End of input: drain the decoder, then zero-pad the tail so that the last partial
+        window is analysed too (as YAMNet pads a waveform to whole hops)."""
+        tail = self._decoder.flush() if self._decoder is not None else np.empty(0, np.float32)
+        head = self._push(tail)
+        return _join(head, self._pad_tail())
+
+    # -- files ----------------------------------------------------------------------------
+
+    def file_windows(self, data: bytes, max_windows: int = 256) -> list[WindowBatch]:
+        """Decode a whole file (concatenated chunks) and cut it into windows, padded at the end."""
+        samples = decode_file(self._fmt, data, self._limits)
+        batches: list[WindowBatch] = []
+        for start in range(0, samples.shape[0], _FILE_BLOCK_SAMPLES):
+            batch = self._push(samples[start : start + _FILE_BLOCK_SAMPLES])
+            if len(batch):
+                batches.append(batch)
+        tail = self._pad_tail()
+        if len(tail):
+            batches.append(tail)
+        return [piece for batch in batches for piece in _split(batch, max_windows)]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _push(self, samples: npt.NDArray[np.float32]) -> WindowBatch:
+        self.samples_seen += int(samples.shape[0])
+        patches = self._windower.push(self._frontend.push(samples))
+        return self._quantize(patches)
+
+    def _pad_tail(self) -> WindowBatch:
+        if self.samples_seen == 0:
+            return self._quantize([])
+        window = self._params.patch_samples
+        total_windows = 1 + max(0, math.ceil((self.samples_seen - window) / self._hop_samples))
+        needed = (total_windows - 1) * self._hop_samples + window - self.samples_seen
+        if needed <= 0:
+            return self._quantize([])
+        patches = self._windower.push(self._frontend.push(np.zeros(needed, dtype=np.float32)))
+        return self._quantize(patches)
+
+    def _quantize(self, patches: list[Patch]) -> WindowBatch:
+        kept = [p for p in patches if p.index >= self._skip_below]
+        if not kept:
+            return WindowBatch(self._windower.next_index, _EMPTY)
+        stacked = np.stack([p.frames for p in kept])
+        return WindowBatch(kept[0].index, quantize_patches(stacked, self._scale, self._zero_point))
+
+
+_EMPTY = np.empty((0, FRONTEND.patch_frames, FRONTEND.mel_bands), dtype=np.uint8)
+
+
+def _join(first: WindowBatch, second: WindowBatch) -> WindowBatch:
+    if not len(first):
+        return second
+    if not len(second):
+        return first
+    return WindowBatch(first.first_index, np.concatenate([first.patches, second.patches]))
+
+
+def _split(batch: WindowBatch, size: int) -> list[WindowBatch]:
+    return [
+        WindowBatch(batch.first_index + i, batch.patches[i : i + size])
+        for i in range(0, len(batch), size)
+    ]

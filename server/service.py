@@ -1,0 +1,330 @@
+"""Session operations, as the handlers call them: authorise, decide with the pure state machine,
+persist, then apply and tell the engine. No HTTP here: inputs are plain values, errors are the
+protocol's typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from protocol.messages import (
+    CreateSession,
+    Page,
+    SenseEvent,
+    SessionRefs,
+    SessionStatus,
+    Tag,
+    UpdateSession,
+)
+from protocol.states import SessionState
+from protocol.tokens import InvalidToken, PageCursor, TokenCodec
+from server.audio import ContentTypeError, parse_content_type
+from server.auth import Caller, KeyDirectory
+from server.config import Settings
+from server.engine import InferenceEngine
+from server.keys import new_session_id
+from server.sessions import ChunkDecision, Session, chunk_digest, params_from_dict, params_to_dict
+from server.store import ResultRow, Store, StoreThread
+
+__all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_COUNT = 32
+MAX_PAGE_COUNT = 1024
+_WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+
+@dataclass(frozen=True)
+class CreatedSession:
+    refs: SessionRefs
+    window_size_s: float
+    window_hop_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.refs.to_dict(),
+            "window_size": self.window_size_s,
+            "window_hop": self.window_hop_s,
+        }
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
+    """Base64 text (JSON transport) or raw bytes (msgpack); 413 before decoding an oversize one."""
+    if isinstance(data, bytes):
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(
+                f"audio chunk is {len(data)} bytes; the maximum is {max_bytes} (1 MiB)"
+            )
+        return data
+    text = data.translate(_WHITESPACE)
+    if len(text) > 4 * -(-max_bytes // 3):
+        raise PayloadTooLarge(f"audio chunk is larger than {max_bytes} bytes (1 MiB)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("data is not valid base64") from None
+
+
+class SessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreThread,
+        keys: KeyDirectory,
+        engine: InferenceEngine,
+        tokens: TokenCodec,
+        window_seconds: float,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._keys = keys
+        self._engine = engine
+        self._tokens = tokens
+        self._window_seconds = window_seconds
+        self._sessions: dict[str, Session] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def load(self) -> int:
+        """Bring sessions back from the store and resume their inference."""
+        rows = await self._store.read(lambda s: s.load_sessions())
+        for row in rows:
+            session = Session(
+                id=row.id,
+                key_id=row.key_id,
+                params=params_from_dict(row.params),
+                state=SessionState(row.state),
+                error=row.error,
+                next_chunk_seq=row.next_chunk_seq,
+                bytes_received=row.bytes_received,
+                last_chunk_sha256=row.last_chunk_sha256,
+                results_count=row.results_count,
+                inference_done=row.inference_done,
+                created_at=row.created_at,
+                last_activity_at=row.last_activity_at,
+            )
+            self._sessions[session.id] = session
+            if not session.inference_done:
+                retained = await self._store.read(lambda s, sid=row.id: s.retained_chunks(sid))
+                self._engine.recover(session, retained)
+        return len(rows)
+
+    @property
+    def open_sessions(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in (SessionState.WRITABLE, SessionState.READONLY)}
+        for session in self._sessions.values():
+            counts[session.state.value] += 1
+        return counts
+
+    # -- access ---------------------------------------------------------------------------
+
+    def _caller(self, key: str | None) -> Caller | None:
+        return None if key is None else self._keys.authenticate(key)
+
+    def _session(self, session_id: str, key: str | None) -> Session:
+        caller = self._caller(key)
+        session = self._sessions.get(session_id)
+        if session is None or session.state is SessionState.DELETED:
+            raise NotFound("session does not exist or has been deleted")
+        if caller is None:
+            if self._settings.require_owner_key:
+                raise Unauthorized("this server requires the session owner's API key on every call")
+            if self._keys.is_revoked(session.key_id):
+                raise NotFound("session does not exist or has been deleted")
+        elif caller.key_id != session.key_id:
+            raise NotFound("session does not exist or has been deleted")
+        return session
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def create(self, key: str | None, body: Any) -> CreatedSession:
+        if key is None:
+            raise Unauthorized("an API key is required to create a session (x-api-key header)")
+        caller = self._keys.authenticate(key)
+        params = CreateSession.from_body(body)
+        try:
+            parse_content_type(params.content_type)
+        except ContentTypeError as exc:
+            raise BadRequest(str(exc)) from None
+        session_id = new_session_id()
+        now = time.time()
+        stored = params_to_dict(params)
+        await self._store.write(lambda s: s.insert_session(session_id, caller.key_id, stored, now))
+        session = Session(session_id, caller.key_id, params, created_at=now, last_activity_at=now)
+        self._sessions[session_id] = session
+        log.info(
+            "session %s created: %s %s", session_id[:8], params.type.value, params.content_type
+        )
+        return CreatedSession(SessionRefs(session_id, 0), self._window_seconds, params.window_hop_s)
+
+    async def put_chunk(
+        self, session_id: str, seq_text: str, key: str | None, data: bytes | str
+    ) -> SessionRefs:
+        session = self._session(session_id, key)
+        try:
+            seq = int(seq_text)
+        except ValueError:
+            raise BadRequest("chunk_sequence must be an integer") from None
+        audio = decode_chunk_data(data, self._settings.max_chunk_bytes)
+        async with self._lock(session_id):
+            decision = session.check_chunk(seq, audio, self._settings.max_chunk_bytes)
+            if decision is ChunkDecision.RETRY_OF_LAST:
+                return SessionRefs(session.id, session.next_chunk_seq)
+            now = time.time()
+            readonly = session.reaches_total_size(len(audio))
+            digest = chunk_digest(audio)
+            await self._store.write(
+                lambda s: s.append_chunk(session_id, seq, audio, digest, now, readonly)
+            )
+            session.apply_chunk(audio, now)
+        self._engine.chunk_accepted(session, seq, audio)
+        return SessionRefs(session.id, session.next_chunk_seq)
+
+    async def update(self, session_id: str, key: str | None, body: Any) -> None:
+        session = self._session(session_id, key)
+        update = UpdateSession.from_body(body)
+        if not update.make_readonly:
+            return
+        async with self._lock(session_id):
+            if session.state is SessionState.WRITABLE:
+                await self._store.write(lambda s: s.set_state(session_id, "readonly"))
+                session.make_readonly()
+                self._engine.readonly(session)
+
+    async def delete(self, session_id: str, key: str | None) -> None:
+        session = self._session(session_id, key)
+        async with self._lock(session_id):
+            await self._store.write(lambda s: s.delete_session(session_id))
+            session.delete()
+            self._sessions.pop(session_id, None)
+        self._locks.pop(session_id, None)
+        self._engine.deleted(session)
+        log.info("session %s deleted", session_id[:8])
+
+    async def status(
+        self, session_id: str, key: str | None, query: Mapping[str, str]
+    ) -> SessionStatus:
+        session = self._session(session_id, key)
+        token = query.get("next_token")
+        if token:
+            try:
+                cursor = self._tokens.decode(token, session_id)
+            except InvalidToken as exc:
+                raise BadRequest(str(exc)) from None
+            offset, count = cursor.next_index, cursor.count
+        else:
+            offset = _int_param(query, "offset", 0, 0, 2**62)
+            count = _int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+        await self._wait_for_results(session, offset)
+        rows = await self._read_results(session_id, offset, count)
+        return self._status(session, offset, count, rows)
+
+    async def results(
+        self, session_id: str, key: str | None, query: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Newer Cochl clients' ``/results``: a flat page with a coarse inference state."""
+        session = self._session(session_id, key)
+        offset = _int_param(query, "offset", 0, 0, 2**62)
+        limit = _int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+        rows = await self._read_results(session_id, offset, limit)
+        if session.error is not None:
+            state = "error"
+        elif session.finished:
+            state = "done"
+        elif session.results_count or session.pending_chunks:
+            state = "in-progress"
+        else:
+            state = "pending"
+        body: dict[str, Any] = {
+            "state": state,
+            "data": [self._event(row).to_dict() for row in rows],
+            "has_more": (offset + len(rows) < session.results_count) or not session.finished,
+        }
+        if session.error is not None:
+            body["error"] = session.error
+        return body
+
+    async def expire_inactive(self, now: float | None = None) -> int:
+        """Delete sessions that received no chunk for the inactivity period."""
+        now = time.time() if now is None else now
+        cutoff = now - self._settings.inactivity_timeout_s
+        stale = [
+            s
+            for s in self._sessions.values()
+            if s.last_activity_at < cutoff and not self._engine.is_working(s)
+        ]
+        for session in stale:
+            async with self._lock(session.id):
+                session_id = session.id
+                await self._store.write(lambda s, sid=session_id: s.delete_session(sid))
+                session.delete()
+                self._sessions.pop(session_id, None)
+            self._locks.pop(session.id, None)
+            self._engine.deleted(session)
+            log.info("session %s expired after inactivity", session.id[:8])
+        return len(stale)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _wait_for_results(self, session: Session, offset: int) -> None:
+        """Long-poll: when the page would be empty but inference is running, wait for a result."""
+        deadline = time.monotonic() + self._settings.status_wait_s
+        while session.results_count <= offset and self._engine.is_working(session):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._engine.wait_for_change(session, remaining)
+
+    async def _read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
+        def read(store: Store) -> list[ResultRow]:
+            return store.read_results(session_id, offset, count)
+
+        return await self._store.read(read)
+
+    def _event(self, row: ResultRow) -> SenseEvent:
+        return SenseEvent(row.start_time, row.end_time, tuple(Tag(n, p) for n, p in row.tags))
+
+    def _status(
+        self, session: Session, offset: int, count: int, rows: list[ResultRow]
+    ) -> SessionStatus:
+        next_index = offset + len(rows)
+        total = max(session.results_count, next_index)
+        exhausted = session.finished and next_index >= total
+        token = (
+            None if exhausted else self._tokens.encode(PageCursor(session.id, next_index, count))
+        )
+        return SessionStatus(
+            state=session.state,
+            refs=SessionRefs(session.id, session.next_chunk_seq),
+            in_progress=not session.inference_done
+            and (session.pending_chunks > 0 or session.state is not SessionState.WRITABLE),
+            page=Page(offset=offset, count=len(rows), total=total, next_token=token),
+            results=tuple(self._event(row) for row in rows),
+            error=session.error,
+        )
