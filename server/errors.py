@@ -17,7 +17,9 @@ from protocol.codec import DecodeBodyError, encode_body, wants_msgpack
 from protocol.errors import ApiError, BadRequest, InternalError, error_body
 from server.store import StoreError
 
-__all__ = ["error_middleware", "json_response"]
+__all__ = ["REQUEST_ID", "error_middleware", "json_response"]
+
+REQUEST_ID = web.RequestKey("request_id", str)
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,14 @@ def json_response(
 def _error(
     request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    request_id = request.get("request_id", "")
+    request_id = request.get(REQUEST_ID, "")
     merged = {"X-Request-Id": request_id, **(headers or {})}
     return json_response(request, error_body(status, message), status=status, headers=merged)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["request_id"] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -56,7 +58,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DecodeBodyError as exc:
         return _error(request, BadRequest.status_code, str(exc))
     except StoreError as exc:
-        log.error("request %s: storage failure: %s", request["request_id"], exc)
+        log.error("request %s: storage failure: %s", request[REQUEST_ID], exc)
         return _error(
             request,
             InternalError.status_code,
@@ -69,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return _error(request, exc.status, message, headers)
     except Exception:
-        log.exception("request %s failed", request["request_id"])
+        log.exception("request %s failed", request[REQUEST_ID])
         return _error(request, 500, f"unexpected server error (request {request['request_id']})")
-    response.headers.setdefault("X-Request-Id", request["request_id"])
+    response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
     return response
