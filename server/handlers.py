@@ -7,6 +7,7 @@ from aiohttp import web
 from protocol.codec import decode_body
 from protocol.errors import ServiceUnavailable
 from protocol.messages import parse_chunk_data
+from protocol.openapi import openapi_document
 from server.appkeys import ENGINE_STATE, SERVICE
 from server.auth import presented_key
 from server.errors import json_response
@@ -32,6 +33,11 @@ async def readyz(request: web.Request) -> web.Response:
     if not state.ready:
         raise ServiceUnavailable("model is not loaded and warmed up yet")
     return json_response(request, {"status": "ready", **state.describe()})
+
+
+@routes.get(API + "/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request, openapi_document())
 
 
 @routes.post(API + "/audio_sessions")
