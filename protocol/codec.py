@@ -34,7 +34,7 @@ def wants_msgpack(accept: str | None) -> bool:
 def decode_body(raw: bytes, content_type: str | None) -> Any:
     if _is_msgpack(content_type):
         try:
-            return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=len(raw))
+            return msgpack.unpackb(raw, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types
             raise DecodeBodyError("request body is not valid msgpack") from exc
     try:

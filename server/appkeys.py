@@ -10,7 +10,7 @@ from aiohttp import web
 from server.config import Settings
 
 if TYPE_CHECKING:
-    pass
+    from server.service import SessionService
 
 __all__ = ["ENGINE_STATE", "SERVICE", "SETTINGS", "EngineState"]
 
@@ -29,5 +29,5 @@ class EngineState:
 
 
 SETTINGS = web.AppKey("settings", Settings)
-SERVICE = web.AppKey("service", "SessionService")
+SERVICE: web.AppKey[SessionService] = web.AppKey("service")
 ENGINE_STATE = web.AppKey("engine_state", EngineState)

@@ -8,6 +8,7 @@ by ``tympan keys revoke`` (another process) is seen by the very next request.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,9 @@ class Caller:
     key_name: str
 
 
-def presented_key(headers: dict[str, str] | object) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key from ``x-api-key`` or ``Authorization: Bearer``; None when neither is sent."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     key = get("x-api-key")
     if key:
         return str(key).strip()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from models.yamnet.spec import FRONTEND
@@ -50,7 +51,6 @@ class _Worker:
         self.engine = engine
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
-        self.changed = asyncio.Event()
         self.busy = False
         params = session.params
         self.thresholds = engine.tagger.thresholds(
@@ -66,8 +66,7 @@ class _Worker:
         )
 
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self.engine.notify(self.session.id)
 
     def put(self, item: Any) -> None:
         self.queue.put_nowait(item)
@@ -158,16 +157,18 @@ class _Worker:
         session_id = session.id
         with contextlib.suppress(StoreError):
             await self.engine.store.write(
-                lambda s: (
-                    s.set_state(session_id, "readonly", message),
-                    _finish_session(s, session_id),
-                )
+                partial(_fail_session, session_id=session_id, error=message)
             )
         session.inference_done = True
 
 
 def _read_all_chunks(store: Store, session_id: str) -> bytes:
     return b"".join(store.read_chunk(session_id, seq) for seq in store.retained_chunks(session_id))
+
+
+def _fail_session(store: Store, session_id: str, error: str) -> None:
+    store.set_state(session_id, "readonly", error)
+    _finish_session(store, session_id)
 
 
 def _finish_session(store: Store, session_id: str) -> None:
@@ -192,6 +193,7 @@ class InferenceEngine:
         self._decode_executor = decode_executor
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._changed: dict[str, asyncio.Event] = {}  # only for sessions someone waits on
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
@@ -224,10 +226,9 @@ class InferenceEngine:
 
     def deleted(self, session: Session) -> None:
         worker = self._workers.pop(session.id, None)
-        if worker is not None:
-            if worker.task is not None:
-                worker.task.cancel()
-            worker.notify()
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+        self.notify(session.id)
 
     def recover(self, session: Session, retained_chunks: list[int]) -> None:
         """After a restart: replay what a finished inference did not yet consume."""
@@ -248,12 +249,18 @@ class InferenceEngine:
         worker = self._workers.get(session.id)
         return worker is not None and (worker.busy or not worker.queue.empty())
 
+    def notify(self, session_id: str) -> None:
+        """Wake the readers waiting on this session (a result, an error, a state change)."""
+        event = self._changed.pop(session_id, None)
+        if event is not None:
+            event.set()
+
     async def wait_for_change(self, session: Session, timeout_s: float) -> None:
-        worker = self._workers.get(session.id)
-        if worker is None:
-            return
+        event = self._changed.get(session.id)
+        if event is None:
+            event = self._changed[session.id] = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker.changed.wait(), timeout_s)
+            await asyncio.wait_for(event.wait(), timeout_s)
 
     def forget_finished(self, session: Session) -> None:
         worker = self._workers.get(session.id)

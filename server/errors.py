@@ -62,7 +62,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(
             request,
             InternalError.status_code,
-            f"storage is failing; the request was not applied (request {request['request_id']})",
+            f"storage is failing; the request was not applied (request {request[REQUEST_ID]})",
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -72,6 +72,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(request, exc.status, message, headers)
     except Exception:
         log.exception("request %s failed", request[REQUEST_ID])
-        return _error(request, 500, f"unexpected server error (request {request['request_id']})")
+        return _error(request, 500, f"unexpected server error (request {request[REQUEST_ID]})")
     response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
     return response

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from protocol.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
@@ -128,7 +129,7 @@ class SessionService:
             )
             self._sessions[session.id] = session
             if not session.inference_done:
-                retained = await self._store.read(lambda s, sid=row.id: s.retained_chunks(sid))
+                retained = await self._store.read(partial(Store.retained_chunks, session_id=row.id))
                 self._engine.recover(session, retained)
         return len(rows)
 
@@ -282,7 +283,7 @@ class SessionService:
         for session in stale:
             async with self._lock(session.id):
                 session_id = session.id
-                await self._store.write(lambda s, sid=session_id: s.delete_session(sid))
+                await self._store.write(partial(Store.delete_session, session_id=session_id))
                 session.delete()
                 self._sessions.pop(session_id, None)
             self._locks.pop(session.id, None)
@@ -293,13 +294,21 @@ class SessionService:
     # -- internals ------------------------------------------------------------------------
 
     async def _wait_for_results(self, session: Session, offset: int) -> None:
-        """Long-poll: when the page would be empty but inference is running, wait for a result."""
+        """Long-poll: when the page would be empty but a result may still come (inference is
+        running, or a live stream is still writable), wait for one, up to ``status_wait_s``."""
         deadline = time.monotonic() + self._settings.status_wait_s
-        while session.results_count <= offset and self._engine.is_working(session):
+        while session.results_count <= offset and self._may_produce(session):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             await self._engine.wait_for_change(session, remaining)
+
+    def _may_produce(self, session: Session) -> bool:
+        if session.finished:
+            return False
+        if self._engine.is_working(session):
+            return True
+        return session.is_stream and session.state is SessionState.WRITABLE
 
     async def _read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
         def read(store: Store) -> list[ResultRow]:

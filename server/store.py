@@ -404,12 +404,12 @@ class StoreThread:
     def call_sync(self, fn: Callable[[Store], T], write: bool = True) -> T:
         op = _Op(fn, write)
         self._queue.put(op)
-        return op.future.result()  # type: ignore[no-any-return]
+        return op.future.result()
 
     async def _submit(self, fn: Callable[[Store], T], write: bool) -> T:
         op = _Op(fn, write)
         self._queue.put(op)
-        return await asyncio.wrap_future(op.future)  # type: ignore[no-any-return]
+        return await asyncio.wrap_future(op.future)
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -431,10 +431,12 @@ class StoreThread:
         self._store.close()
 
     def _run_group(self, group: list[_Op]) -> None:
+        # An op whose caller was cancelled before it ran is dropped: it was never acknowledged.
+        group = [op for op in group if op.future.set_running_or_notify_cancel()]
         reads = [op for op in group if not op.write]
         writes = [op for op in group if op.write]
         for op in reads:
-            self._settle(op, lambda op=op: op.fn(self._store))
+            self._settle(op)
         if not writes:
             return
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
@@ -462,15 +464,14 @@ class StoreThread:
                 if not op.future.done():
                     op.future.set_exception(error)
             return
-        for op, value, exc in outcomes:
-            if exc is None:
+        for op, value, failure in outcomes:
+            if failure is None:
                 op.future.set_result(value)
             else:
-                op.future.set_exception(exc)
+                op.future.set_exception(failure)
 
-    @staticmethod
-    def _settle(op: _Op, call: Callable[[], Any]) -> None:
+    def _settle(self, op: _Op) -> None:
         try:
-            op.future.set_result(call())
+            op.future.set_result(op.fn(self._store))
         except Exception as exc:
             op.future.set_exception(exc)
