@@ -1,0 +1,269 @@
+"""Real processes, real signals: nothing acknowledged is lost across SIGKILL or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, make_key, s16, tone
+
+pytestmark = pytest.mark.timeout(180)
+HALF_SECOND_BYTES = SAMPLE_RATE_HZ  # 0.5 s of s16 mono
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "server.log"
+
+    def start(self) -> None:
+        env = {**os.environ, "TYMPAN_FSYNC": "true", "TYMPAN_LOG_LEVEL": "WARNING"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "server.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--no-bootstrap-key",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+                import urllib.request
+
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("server did not become ready:\n" + self.log.read_text())
+
+    def signal(self, sig: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "var")
+    process.data_dir.mkdir(parents=True)
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    async with http.request(method, url, **kw) as response:
+        body = await response.json() if response.status != 204 else None
+        return response.status, body
+
+
+async def upload_forever(
+    http: aiohttp.ClientSession, url: str, session_id: str, chunks: list[bytes], acked: list[int]
+) -> None:
+    """Upload until the server dies; record each acknowledged sequence number."""
+    for seq, chunk in enumerate(chunks):
+        try:
+            status, body = await call(
+                http,
+                "PUT",
+                f"{url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                json={"data": base64.b64encode(chunk).decode()},
+            )
+        except (TimeoutError, aiohttp.ClientError):
+            return
+        assert status == 200, body
+        acked.append(seq)
+        await asyncio.sleep(0.03)  # keep uploads in flight when the kill comes
+
+
+async def read_all(
+    http: aiohttp.ClientSession, url: str, session_id: str, token: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Follow next_token to the end; returns the results and the last token (None when finished)."""
+    results: list[dict[str, Any]] = []
+    params = {"next_token": token} if token else {"count": "50"}
+    while True:
+        status, page = await call(
+            http, "GET", f"{url}/api/v1/audio_sessions/{session_id}/status", params=params
+        )
+        assert status == 200, page
+        results.extend(page["inference"]["results"])
+        token = page["inference"]["page"].get("next_token")
+        if token is None:
+            return results, None
+        params = {"next_token": token}
+
+
+def expected_windows(seconds: float) -> int:
+    return 1 + max(0, int(np.ceil((seconds * SAMPLE_RATE_HZ - 15600) / 8000)))
+
+
+async def test_sigkill_mid_upload_loses_nothing(server: ServerProcess) -> None:
+    key = make_key(server.data_dir, "crash")
+    server.start()
+    audio = s16(tone(523.0, 12.0, 0.3))
+    chunks = [audio[i : i + HALF_SECOND_BYTES] for i in range(0, len(audio), HALF_SECOND_BYTES)]
+    headers = {"x-api-key": key}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        sessions = []
+        for kind in ("stream", "stream", "stream", "file", "file"):
+            status, created = await call(
+                http,
+                "POST",
+                f"{server.url}/api/v1/audio_sessions/",
+                json={"type": kind, "content_type": RAW_S16},
+                headers=headers,
+            )
+            assert status == 200
+            sessions.append((kind, created["session_id"], []))
+        # a file session made readonly before the crash must finish its inference after it
+        done_file = sessions[-1][1]
+        for seq, chunk in enumerate(chunks):
+            await call(
+                http,
+                "PUT",
+                f"{server.url}/api/v1/audio_sessions/{done_file}/chunks/{seq}",
+                json={"data": base64.b64encode(chunk).decode()},
+            )
+        await call(
+            http,
+            "PATCH",
+            f"{server.url}/api/v1/audio_sessions/{done_file}",
+            json={"make_readonly": True},
+        )
+        uploads = [
+            asyncio.create_task(upload_forever(http, server.url, sid, chunks, acked))
+            for _, sid, acked in sessions[:-1]
+        ]
+        await asyncio.sleep(0.6)
+        first_stream = sessions[0][1]
+        before, token_before = [], None
+        status, page = await call(
+            http,
+            "GET",
+            f"{server.url}/api/v1/audio_sessions/{first_stream}/status",
+            params={"count": "3"},
+        )
+        before, token_before = page["inference"]["results"], page["inference"]["page"]["next_token"]
+        server.signal(signal.SIGKILL)
+        await asyncio.gather(*uploads)
+    assert all(acked for _, _, acked in sessions[:-1]), "the kill came before any upload"
+    assert all(len(acked) < len(chunks) for _, _, acked in sessions[:-1]), "the kill came too late"
+
+    server.start()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for kind, session_id, acked in sessions[:-1]:
+            status, page = await call(
+                http, "GET", f"{server.url}/api/v1/audio_sessions/{session_id}/status"
+            )
+            assert status == 200
+            next_seq = page["refs"]["chunk_sequence"]
+            # every acknowledged chunk survived; at most the in-flight one also committed
+            assert next_seq in (len(acked), len(acked) + 1), (kind, next_seq, len(acked))
+            for seq in range(next_seq, len(chunks)):
+                status, body = await call(
+                    http,
+                    "PUT",
+                    f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                    json={"data": base64.b64encode(chunks[seq]).decode()},
+                )
+                assert status == 200, body
+            status, _ = await call(
+                http,
+                "PATCH",
+                f"{server.url}/api/v1/audio_sessions/{session_id}",
+                json={"make_readonly": True},
+            )
+            assert status == 204
+        want = expected_windows(12.0)
+        for kind, session_id, _ in sessions:
+            results, _ = await read_all(http, server.url, session_id)
+            starts = [r["start_time"] for r in results]
+            assert starts == [i * 0.5 for i in range(want)], (kind, starts)
+        # paging that started before the crash resumes without duplicates or gaps
+        rest, _ = await read_all(http, server.url, first_stream, token_before)
+        assert [r["start_time"] for r in before + rest] == [i * 0.5 for i in range(want)]
+
+
+async def test_sigterm_is_graceful_and_loses_nothing(server: ServerProcess) -> None:
+    key = make_key(server.data_dir, "term")
+    server.start()
+    audio = s16(tone(800.0, 4.0, 0.3))
+    chunks = [audio[i : i + HALF_SECOND_BYTES] for i in range(0, len(audio), HALF_SECOND_BYTES)]
+    async with aiohttp.ClientSession() as http:
+        status, created = await call(
+            http,
+            "POST",
+            f"{server.url}/api/v1/audio_sessions/",
+            json={"type": "stream", "content_type": RAW_S16},
+            headers={"x-api-key": key},
+        )
+        session_id = created["session_id"]
+        for seq in range(4):
+            status, _ = await call(
+                http,
+                "PUT",
+                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                json={"data": base64.b64encode(chunks[seq]).decode()},
+            )
+            assert status == 200
+    assert server.signal(signal.SIGTERM) == 0
+    server.start()
+    async with aiohttp.ClientSession() as http:
+        status, page = await call(
+            http, "GET", f"{server.url}/api/v1/audio_sessions/{session_id}/status"
+        )
+        assert page["refs"]["chunk_sequence"] == 4 and page["state"] == "writable"
+        for seq in range(4, len(chunks)):
+            status, _ = await call(
+                http,
+                "PUT",
+                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                json={"data": base64.b64encode(chunks[seq]).decode()},
+            )
+            assert status == 200
+        await call(
+            http,
+            "PATCH",
+            f"{server.url}/api/v1/audio_sessions/{session_id}",
+            json={"make_readonly": True},
+        )
+        results, _ = await read_all(http, server.url, session_id)
+    assert [r["start_time"] for r in results] == [i * 0.5 for i in range(expected_windows(4.0))]
