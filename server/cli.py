@@ -1,4 +1,5 @@
-"""The ``tympan`` command: ``serve`` and ``keys create|list|revoke``.
+"""The ``tympan`` command: ``serve``, ``keys create|list|revoke``, and the client commands
+``analyze`` and ``stream``.
 
 Flags override ``TYMPAN_*`` environment variables, which override defaults; everything is read
 once into ``Settings`` before anything starts.
@@ -13,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from server.client_cli import add_client_commands, run_client_command
 from server.config import ConfigError, Settings
 from server.keys import generate_key, hash_key
 from server.store import Store, StoreError
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("name")
     _add_data_dir(revoke)
+    add_client_commands(commands)
     return parser
 
 
@@ -133,6 +136,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "client_command", None):
+        return run_client_command(args)  # a client: no server settings involved
     try:
         settings = Settings.from_env(
             data_dir=getattr(args, "data_dir", None),

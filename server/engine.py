@@ -22,7 +22,7 @@ from typing import Any
 from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
-from server.pipeline import AudioPipeline, WindowBatch
+from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes
 from server.scheduler import BatchScheduler
 from server.sessions import Session
 from server.store import ResultRow, Store, StoreError, StoreThread
@@ -41,28 +41,50 @@ class EngineConfig:
     input_zero_point: int
     limits: DecodeLimits
     window_seconds: float = FRONTEND.window_seconds
+    prune_consumed_audio: bool = True
+
+
+_PRUNE_EVERY_CHUNKS = 8
 
 
 class _Worker:
     """Per-session runtime: the pipeline and the queue of work for it."""
 
-    def __init__(self, session: Session, engine: InferenceEngine, skip_below: int) -> None:
+    def __init__(
+        self, session: Session, engine: InferenceEngine, layout: list[tuple[int, int, int]]
+    ) -> None:
         self.session = session
         self.engine = engine
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.busy = False
         params = session.params
+        fmt = parse_content_type(params.content_type)
         self.thresholds = engine.tagger.thresholds(
             params.default_sensitivity, params.tags_sensitivity
         )
+        self.hop_samples = round(params.window_hop_s * FRONTEND.sample_rate_hz)
+        # Replayable streams keep only the chunks the next window still needs (see _prune).
+        replayable = session.is_stream and engine.config.prune_consumed_audio
+        self.frame_bytes = replay_frame_bytes(fmt) if replayable else None
+        self.kept: list[tuple[int, int, int]] = list(layout)  # (seq, byte offset, size)
+        self.next_offset = layout[-1][1] + layout[-1][2] if layout else 0
+        self.skip_first_bytes = 0
+        first_window = first_sample = 0
+        if self.frame_bytes and layout:
+            first_offset = layout[0][1]
+            self.skip_first_bytes = -first_offset % self.frame_bytes
+            first_sample = (first_offset + self.skip_first_bytes) // self.frame_bytes
+            first_window = session.results_count
         self.pipeline = AudioPipeline(
-            parse_content_type(params.content_type),
+            fmt,
             params.window_hop_s,
             engine.config.input_scale,
             engine.config.input_zero_point,
             engine.config.limits,
-            skip_below=skip_below,
+            skip_below=session.results_count,
+            first_window=first_window,
+            first_sample=first_sample,
         )
 
     def notify(self) -> None:
@@ -94,11 +116,37 @@ class _Worker:
         session = self.session
         try:
             if data is None:  # recovery: the chunk is on disk
-                data = await self.engine.store.read(lambda s: s.read_chunk(session.id, seq))
+                data = await self.engine.store.read(
+                    partial(Store.read_chunk, session_id=session.id, seq=seq)
+                )
+            else:
+                self.kept.append((seq, self.next_offset, len(data)))
+                self.next_offset += len(data)
+            if self.skip_first_bytes:  # the rest of a sample whose start was pruned
+                data, self.skip_first_bytes = data[self.skip_first_bytes :], 0
             batch = await self.engine.run_blocking(self.pipeline.feed_chunk, data)
             await self._infer_and_store(batch, live=True)
         finally:
             session.pending_chunks = max(0, session.pending_chunks - 1)
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Delete the audio of chunks entirely before the next window's first sample: a restart
+        replays from the first kept chunk, so that is all it needs."""
+        if not self.frame_bytes:
+            return
+        needed_from = self.session.results_count * self.hop_samples
+        done = [
+            seq
+            for seq, offset, size in self.kept
+            if -(-(offset + size) // self.frame_bytes) <= needed_from
+        ]
+        if len(done) < _PRUNE_EVERY_CHUNKS:
+            return
+        self.kept = self.kept[len(done) :]
+        await self.engine.store.write(
+            partial(Store.prune_chunk_seqs, session_id=self.session.id, seqs=done)
+        )
 
     async def _finish(self) -> None:
         session = self.session
@@ -204,10 +252,12 @@ class InferenceEngine:
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._decode_executor, fn, *args)
 
-    def _worker(self, session: Session) -> _Worker:
+    def _worker(
+        self, session: Session, layout: list[tuple[int, int, int]] | None = None
+    ) -> _Worker:
         worker = self._workers.get(session.id)
         if worker is None:
-            worker = _Worker(session, self, skip_below=session.results_count)
+            worker = _Worker(session, self, layout or [])
             self._workers[session.id] = worker
         return worker
 
@@ -230,16 +280,17 @@ class InferenceEngine:
             worker.task.cancel()
         self.notify(session.id)
 
-    def recover(self, session: Session, retained_chunks: list[int]) -> None:
-        """After a restart: replay what a finished inference did not yet consume."""
+    def recover(self, session: Session, layout: list[tuple[int, int, int]]) -> None:
+        """After a restart: replay the kept chunks that inference has not finished with."""
         if session.inference_done:
             return
         if session.is_stream:
-            for seq in retained_chunks:
+            worker = self._worker(session, layout)
+            for seq, _, _ in layout:
                 session.pending_chunks += 1
-                self._worker(session).put((seq, None))
+                worker.put((seq, None))
         else:
-            session.pending_chunks = len(retained_chunks)
+            session.pending_chunks = len(layout)
         if session.state is SessionState.READONLY:
             self.readonly(session)
 

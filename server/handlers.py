@@ -22,6 +22,16 @@ async def _body(request: web.Request) -> object:
     return decode_body(await request.read(), request.headers.get("Content-Type"))
 
 
+def _prefers_no_wait(request: web.Request) -> bool:
+    """RFC 7240 ``Prefer: wait=0``: answer at once instead of long-polling."""
+    for header in request.headers.getall("Prefer", []):
+        for preference in header.split(","):
+            name, _, value = preference.strip().partition("=")
+            if name.strip().lower() == "wait" and value.strip() == "0":
+                return True
+    return False
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response(request, {"status": "ok"})
@@ -80,7 +90,10 @@ async def delete_session(request: web.Request) -> web.Response:
 @routes.get(API + "/audio_sessions/{session_id}/status")
 async def read_status(request: web.Request) -> web.Response:
     status = await request.app[SERVICE].status(
-        request.match_info["session_id"], presented_key(request.headers), request.query
+        request.match_info["session_id"],
+        presented_key(request.headers),
+        request.query,
+        wait=not _prefers_no_wait(request),
     )
     return json_response(request, status.to_dict())
 

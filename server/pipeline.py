@@ -17,7 +17,7 @@ from models.yamnet.frontend import Patch, PatchWindower, StreamingLogMel, quanti
 from models.yamnet.spec import FRONTEND, FrontendParams
 from server.audio import AudioFormat, DecodeLimits, StreamDecoder, decode_file
 
-__all__ = ["AudioPipeline", "WindowBatch"]
+__all__ = ["AudioPipeline", "WindowBatch", "replay_frame_bytes"]
 
 _FILE_BLOCK_SAMPLES = 30 * FRONTEND.sample_rate_hz
 
@@ -33,6 +33,18 @@ class WindowBatch:
         return int(self.patches.shape[0])
 
 
+def replay_frame_bytes(fmt: AudioFormat) -> int | None:
+    """Bytes per sample frame when a stream can be replayed from any chunk boundary.
+
+    That holds for raw PCM already at the model rate: decoding carries no state but a split
+    sample, and no resampler sits between bytes and samples. Such streams keep only the audio
+    that the next window needs; others keep their chunks until inference is over.
+    """
+    if fmt.sample_format is None or fmt.sample_rate_hz != FRONTEND.sample_rate_hz:
+        return None
+    return fmt.raw_sample_format.bytes_per_sample * fmt.channels
+
+
 class AudioPipeline:
     def __init__(
         self,
@@ -43,7 +55,12 @@ class AudioPipeline:
         limits: DecodeLimits,
         skip_below: int = 0,
         params: FrontendParams = FRONTEND,
+        first_window: int = 0,
+        first_sample: int = 0,
     ) -> None:
+        """``first_window``/``first_sample``: resume a replayable stream whose earlier audio was
+        pruned; decoding restarts at ``first_sample`` (a sample-aligned chunk boundary at or
+        before window ``first_window``'s start) and the samples before that start are dropped."""
         self._fmt = fmt
         self._limits = limits
         self._params = params
@@ -52,9 +69,15 @@ class AudioPipeline:
         self._hop_samples = params.hop_frames(hop_seconds) * params.stft_hop_samples
         self._decoder: StreamDecoder | None = None
         self._frontend = StreamingLogMel(params)
-        self._windower = PatchWindower(params.hop_frames(hop_seconds), params)
+        hop_frames = params.hop_frames(hop_seconds)
+        self._windower = PatchWindower(hop_frames, params)
+        self._windower.resume_at(first_window)
+        start_sample = first_window * self._hop_samples
+        if first_sample > start_sample:
+            raise ValueError("replay starts after the window it must resume")
+        self._discard = start_sample - first_sample
         self._skip_below = skip_below
-        self.samples_seen = 0
+        self.samples_seen = start_sample
 
     # -- streams --------------------------------------------------------------------------
 
@@ -89,6 +112,10 @@ class AudioPipeline:
     # -- internals ------------------------------------------------------------------------
 
     def _push(self, samples: npt.NDArray[np.float32]) -> WindowBatch:
+        if self._discard:
+            dropped = min(self._discard, int(samples.shape[0]))
+            samples = samples[dropped:]
+            self._discard -= dropped
         self.samples_seen += int(samples.shape[0])
         patches = self._windower.push(self._frontend.push(samples))
         return self._quantize(patches)

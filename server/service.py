@@ -129,8 +129,8 @@ class SessionService:
             )
             self._sessions[session.id] = session
             if not session.inference_done:
-                retained = await self._store.read(partial(Store.retained_chunks, session_id=row.id))
-                self._engine.recover(session, retained)
+                layout = await self._store.read(partial(Store.chunk_layout, session_id=row.id))
+                self._engine.recover(session, layout)
         return len(rows)
 
     @property
@@ -229,7 +229,7 @@ class SessionService:
         log.info("session %s deleted", session_id[:8])
 
     async def status(
-        self, session_id: str, key: str | None, query: Mapping[str, str]
+        self, session_id: str, key: str | None, query: Mapping[str, str], wait: bool = True
     ) -> SessionStatus:
         session = self._session(session_id, key)
         token = query.get("next_token")
@@ -242,7 +242,8 @@ class SessionService:
         else:
             offset = _int_param(query, "offset", 0, 0, 2**62)
             count = _int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
-        await self._wait_for_results(session, offset)
+        if wait:
+            await self._wait_for_results(session, offset)
         rows = await self._read_results(session_id, offset, count)
         return self._status(session, offset, count, rows)
 

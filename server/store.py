@@ -324,6 +324,27 @@ class Store:
             (seq + 1, len(data), digest, now, readonly, session_id),
         )
 
+    def chunk_layout(self, session_id: str) -> list[tuple[int, int, int]]:
+        """(seq, byte offset in the stream, size) of every chunk whose audio is still kept."""
+        rows = self._db.execute(
+            "SELECT seq, size, pruned FROM chunks WHERE session_id = ? ORDER BY seq", (session_id,)
+        ).fetchall()
+        layout: list[tuple[int, int, int]] = []
+        offset = 0
+        for seq, size, pruned in rows:
+            if not pruned:
+                layout.append((seq, offset, size))
+            offset += size
+        return layout
+
+    def prune_chunk_seqs(self, session_id: str, seqs: list[int]) -> None:
+        self._db.executemany(
+            "UPDATE chunks SET pruned = 1 WHERE session_id = ? AND seq = ?",
+            [(session_id, seq) for seq in seqs],
+        )
+        for seq in seqs:
+            self.chunk_path(session_id, seq).unlink(missing_ok=True)
+
     def retained_chunks(self, session_id: str) -> list[int]:
         rows = self._db.execute(
             "SELECT seq FROM chunks WHERE session_id = ? AND pruned = 0 ORDER BY seq", (session_id,)

@@ -125,3 +125,25 @@ async def test_status_long_poll_waits_for_the_next_window(api: Api) -> None:
     await api.put(session_id, 1, audio[16000:32000])
     page = await asyncio.wait_for(waiting, 5)
     assert len(page["inference"]["results"]) == 1
+
+
+async def test_consumed_stream_audio_is_deleted(api: Api, settings: Settings) -> None:
+    session_id = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
+    audio = s16(tone(440, 10.0))
+    for seq in range(20):
+        await api.put(session_id, seq, audio[seq * 16000 : (seq + 1) * 16000])
+    await api.status(session_id, offset=18)  # wait for the 19th window
+    await asyncio.sleep(0.2)
+    kept = list((settings.audio_dir / session_id).iterdir())
+    assert len(kept) < 20 - 8  # only what the next window (and a restart) needs
+    await api.readonly(session_id)
+    await api.all_results(session_id)
+    assert not any((settings.audio_dir / session_id).iterdir())  # all gone once inference is over
+
+
+async def test_prefer_wait_0_answers_at_once(api: Api) -> None:
+    session_id = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
+    started = asyncio.get_running_loop().time()
+    page = await api.status(session_id, headers={"Prefer": "wait=0"})
+    assert page["inference"]["results"] == []
+    assert asyncio.get_running_loop().time() - started < 2.0  # the long-poll would take 5 s

@@ -169,6 +169,12 @@ class PatchWindower:
     _frames: FloatArray = field(default_factory=lambda: np.empty((0, FRONTEND.mel_bands)))
     _first_frame: int = 0  # absolute frame index of self._frames[0]
 
+    def resume_at(self, window_index: int) -> None:
+        """Start at ``window_index``: the next pushed frame is that window's first frame."""
+        self.next_index = window_index
+        self._first_frame = window_index * self.hop_frames
+        self._frames = np.empty((0, self.params.mel_bands))
+
     def push(self, frames: FloatArray) -> list[Patch]:
         if frames.shape[0]:
             self._frames = np.concatenate([self._frames, frames]) if self._frames.size else frames
