@@ -31,16 +31,42 @@ def wants_msgpack(accept: str | None) -> bool:
     return any(_is_msgpack(part) for part in (accept or "").split(","))
 
 
-def decode_body(raw: bytes, content_type: str | None) -> Any:
+MAX_DEPTH = 32
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Iterative nesting check, so a hostile body cannot exhaust the stack here either."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def decode_body(raw: bytes, content_type: str | None, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse a request body; anything malformed, or nested deeper than ``max_depth``, raises
+    DecodeBodyError (the parsers' own recursion limits included)."""
     if _is_msgpack(content_type):
         try:
-            return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            value = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types
             raise DecodeBodyError("request body is not valid msgpack") from exc
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodeBodyError("request body is not valid JSON") from exc
+    else:
+        try:
+            value = json.loads(raw)
+        except RecursionError:
+            raise DecodeBodyError(
+                f"request body is nested deeper than {max_depth} levels"
+            ) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeBodyError("request body is not valid JSON") from exc
+    if not _depth_within(value, max_depth):
+        raise DecodeBodyError(f"request body is nested deeper than {max_depth} levels")
+    return value
 
 
 def encode_body(value: Any, as_msgpack: bool) -> tuple[bytes, str]:

@@ -18,6 +18,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
@@ -58,6 +59,10 @@ class NotFound(ApiError):
 
 class MethodNotAllowed(ApiError):
     status_code = 405
+
+
+class RequestTimeout(ApiError):
+    status_code = 408
 
 
 class Conflict(ApiError):

@@ -17,17 +17,21 @@ from pathlib import Path
 
 import numpy as np
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from models.yamnet.frontend import log_mel_frames, quantize_patches
 from models.yamnet.labels import load_labels
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from protocol.tokens import TokenCodec
-from server.appkeys import ENGINE_STATE, SERVICE, SETTINGS, EngineState
+from server.appkeys import ENGINE_STATE, METRICS, SERVICE, SETTINGS, EngineState
 from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
+from server.cors import cors_middleware
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.handlers import routes
+from server.metrics import Metrics, metrics_middleware
 from server.runner import OnnxRunner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
@@ -48,8 +52,13 @@ def _model_dir(settings: Settings) -> Path:
 
 def create_app(settings: Settings) -> web.Application:
     max_body = 4 * -(-settings.max_chunk_bytes // 3) + _BODY_OVERHEAD_BYTES
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    metrics = Metrics()
+    middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
+    if settings.cors_origins.strip():
+        middlewares.insert(0, cors_middleware(settings.cors_origins))
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app[ENGINE_STATE] = EngineState()
     app.add_routes(routes)
     app.cleanup_ctx.append(_server_context)
@@ -80,22 +89,47 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         tagger = Tagger(load_labels(model_dir))
+        metrics = app[METRICS]
+
+        def record_batch(windows: int, compute_s: float, waits_s: list[float]) -> None:
+            metrics.batches.inc()
+            metrics.windows.inc(windows)
+            metrics.compute_seconds.observe(compute_s)
+            for wait_s in waits_s:
+                metrics.queue_seconds.observe(wait_s)
+
         scheduler = BatchScheduler(
             runner.run,
             infer_executor,
             settings.max_batch_size,
             settings.max_queue_delay_ms / 1000.0,
             concurrency=settings.inference_workers,
+            on_batch=record_batch,
         )
         warm_s = await loop.run_in_executor(
             infer_executor, _warm_up, runner, settings.max_batch_size
         )
         scheduler.start()
         limits = DecodeLimits(max_duration_s=settings.max_session_duration_s)
-        config = EngineConfig(runner.input_quant.scale, runner.input_quant.zero_point, limits)
-        engine = InferenceEngine(config, tagger, store_thread, scheduler, decode_executor)
+        config = EngineConfig(
+            runner.input_quant.scale,
+            runner.input_quant.zero_point,
+            limits,
+            prune_consumed_audio=settings.audio_retention == "consumed",
+            silence_gate_dbfs=settings.silence_gate_dbfs,
+        )
+        silence = await loop.run_in_executor(infer_executor, _silence_probabilities, runner)
+        engine = InferenceEngine(
+            config, tagger, store_thread, scheduler, decode_executor, metrics, silence
+        )
         service = SessionService(
-            settings, store_thread, keys, engine, TokenCodec(token_key), FRONTEND.window_seconds
+            settings,
+            store_thread,
+            keys,
+            engine,
+            TokenCodec(token_key),
+            FRONTEND.window_seconds,
+            metrics,
         )
         app[SERVICE] = service
         recovered = await service.load()
@@ -103,6 +137,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         state.provider = runner.provider
         state.variant = "yamnet-w8a8"
         state.details = {"max_batch_size": settings.max_batch_size, "warmup_s": round(warm_s, 3)}
+        metrics.provider.labels(runner.provider, state.variant).set(1)
         state.ready = True
         log.info(
             "ready: provider=%s variant=%s sessions recovered=%d",
@@ -137,6 +172,13 @@ def _warm_up(runner: OnnxRunner, max_batch: int) -> float:
     for size in sorted({1, max_batch}):
         runner.run(np.repeat(patch, size, axis=0))
     return time.perf_counter() - started
+
+
+def _silence_probabilities(runner: OnnxRunner) -> np.ndarray:
+    """What the model says for digital silence: reported for windows under the silence gate."""
+    frames = log_mel_frames(np.zeros(FRONTEND.patch_samples))
+    patch = quantize_patches(frames[None], runner.input_quant.scale, runner.input_quant.zero_point)
+    return runner.run(patch)[0]
 
 
 async def _sweep_inactive(service: SessionService, settings: Settings) -> None:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from server.config import Settings
+from server.metrics import Metrics
 
 if TYPE_CHECKING:
     from server.service import SessionService
 
-__all__ = ["ENGINE_STATE", "SERVICE", "SETTINGS", "EngineState"]
+__all__ = ["ENGINE_STATE", "METRICS", "SERVICE", "SETTINGS", "EngineState"]
 
 
 @dataclass
@@ -31,3 +32,4 @@ class EngineState:
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE: web.AppKey[SessionService] = web.AppKey("service")
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
+METRICS = web.AppKey("metrics", Metrics)

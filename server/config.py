@@ -39,7 +39,24 @@ class Settings:
     max_queue_delay_ms: float = 2.0
     inference_workers: int = 1
     max_session_duration_s: float = 4 * 3600.0
+    max_session_bytes: int = 8 * 1024**3
+    audio_retention: str = "consumed"  # "consumed": delete audio inference is done with; "session"
     log_level: str = "INFO"
+    # Limits against hostile or runaway clients (issue: hardening)
+    max_sessions_per_key: int = 1000
+    rate_limit_per_key: float = 2000.0  # requests per second per key; 0 turns it off
+    rate_limit_burst: float = 4000.0
+    max_json_bytes: int = 64 * 1024  # bodies other than chunk uploads
+    max_json_depth: int = 32
+    body_read_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_connections: int = 4096
+    overload_lag_s: float = 2.0  # refuse new sessions (429) when stream work lags this much
+    cors_origins: str = ""  # comma-separated origins, or "*"; empty: CORS off
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    silence_gate_dbfs: float | None = None  # windows quieter than this skip the model
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,7 +79,24 @@ class Settings:
         for name in ("max_chunk_bytes", "max_batch_size", "intra_op_threads", "inference_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("status_wait_s", "inactivity_timeout_s", "max_queue_delay_ms"):
+        if self.audio_retention not in ("consumed", "session"):
+            raise ConfigError(
+                f"audio_retention must be 'consumed' or 'session', got {self.audio_retention!r}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        for name in ("max_sessions_per_key", "max_json_bytes", "max_json_depth", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in (
+            "status_wait_s",
+            "inactivity_timeout_s",
+            "max_queue_delay_ms",
+            "rate_limit_per_key",
+            "body_read_timeout_s",
+            "header_timeout_s",
+            "overload_lag_s",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
 
@@ -95,6 +129,8 @@ def _coerce(key: str, raw: str, hint: Any) -> Any:
             return int(text)
         if hint is float:
             return float(text)
+        if hint == float | None:
+            return float(text) if text else None
         if hint in (Path, Path | None):
             return Path(text) if text else None
         if hint in (str, str | None):

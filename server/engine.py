@@ -13,15 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
+from server.metrics import Metrics
 from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes
 from server.scheduler import BatchScheduler
 from server.sessions import Session
@@ -42,6 +47,7 @@ class EngineConfig:
     limits: DecodeLimits
     window_seconds: float = FRONTEND.window_seconds
     prune_consumed_audio: bool = True
+    silence_gate_dbfs: float | None = None
 
 
 _PRUNE_EVERY_CHUNKS = 8
@@ -58,6 +64,7 @@ class _Worker:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.busy = False
+        self.pending_since: deque[float] = deque()  # acknowledgement time of queued chunks
         params = session.params
         fmt = parse_content_type(params.content_type)
         self.thresholds = engine.tagger.thresholds(
@@ -91,6 +98,8 @@ class _Worker:
         self.engine.notify(self.session.id)
 
     def put(self, item: Any) -> None:
+        if item is not _FINISH:
+            self.pending_since.append(time.monotonic())
         self.queue.put_nowait(item)
         if self.task is None or self.task.done():
             self.task = self.engine._spawn(self._run(), f"session-{self.session.id[:8]}")
@@ -124,10 +133,18 @@ class _Worker:
                 self.next_offset += len(data)
             if self.skip_first_bytes:  # the rest of a sample whose start was pruned
                 data, self.skip_first_bytes = data[self.skip_first_bytes :], 0
+            seen_before = self.pipeline.samples_seen
             batch = await self.engine.run_blocking(self.pipeline.feed_chunk, data)
+            metrics = self.engine.metrics
+            decoded_s = (self.pipeline.samples_seen - seen_before) / FRONTEND.sample_rate_hz
+            metrics.audio_seconds.labels("stream").inc(decoded_s)
             await self._infer_and_store(batch, live=True)
+            if len(batch) and self.pending_since:
+                metrics.result_latency.observe(time.monotonic() - self.pending_since[0])
         finally:
             session.pending_chunks = max(0, session.pending_chunks - 1)
+            if self.pending_since:
+                self.pending_since.popleft()
         await self._prune()
 
     async def _prune(self) -> None:
@@ -156,10 +173,9 @@ class _Worker:
         else:
             data = await self.engine.store.read(lambda s: _read_all_chunks(s, session.id))
             batches = await self.engine.run_blocking(self.pipeline.file_windows, data)
-            submitted = [
-                asyncio.ensure_future(self.engine.scheduler.submit(b.patches, live=False))
-                for b in batches
-            ]
+            decoded_s = self.pipeline.samples_seen / FRONTEND.sample_rate_hz
+            self.engine.metrics.audio_seconds.labels("file").inc(decoded_s)
+            submitted = [asyncio.ensure_future(self._probabilities(b, live=False)) for b in batches]
             try:
                 for batch, probabilities in zip(batches, submitted, strict=True):
                     await self._store(batch, await probabilities)
@@ -171,8 +187,21 @@ class _Worker:
 
     async def _infer_and_store(self, batch: WindowBatch, live: bool) -> None:
         if len(batch):
-            probabilities = await self.engine.scheduler.submit(batch.patches, live=live)
-            await self._store(batch, probabilities)
+            await self._store(batch, await self._probabilities(batch, live))
+
+    async def _probabilities(self, batch: WindowBatch, live: bool) -> Any:
+        """The model's probabilities; windows under the silence gate skip the model and get
+        the probabilities of digital silence (computed once at start-up)."""
+        gate = self.engine.config.silence_gate_dbfs
+        if gate is None or batch.levels_dbfs is None:
+            return await self.engine.scheduler.submit(batch.patches, live=live)
+        quiet = batch.levels_dbfs < gate
+        result = np.repeat(self.engine.silence_probabilities[None, :], len(batch), axis=0)
+        if not quiet.all():
+            loud = ~quiet
+            result[loud] = await self.engine.scheduler.submit(batch.patches[loud], live=live)
+        self.engine.metrics.windows_skipped.inc(int(quiet.sum()))
+        return result
 
     async def _store(self, batch: WindowBatch, probabilities: Any) -> None:
         hop = self.session.params.window_hop_s
@@ -190,7 +219,8 @@ class _Worker:
 
     async def _mark_done(self) -> None:
         session_id = self.session.id
-        await self.engine.store.write(lambda s: _finish_session(s, session_id))
+        prune = self.engine.config.prune_consumed_audio
+        await self.engine.store.write(partial(_finish_session, session_id=session_id, prune=prune))
         self.session.inference_done = True
 
     async def _fail(self, exc: Exception) -> None:
@@ -219,10 +249,11 @@ def _fail_session(store: Store, session_id: str, error: str) -> None:
     _finish_session(store, session_id)
 
 
-def _finish_session(store: Store, session_id: str) -> None:
+def _finish_session(store: Store, session_id: str, prune: bool = True) -> None:
     """Inference is over: mark it, and drop the raw audio nobody needs any more."""
     store.mark_inference_done(session_id)
-    store.prune_chunks(session_id, below_seq=2**62)
+    if prune:
+        store.prune_chunks(session_id, below_seq=2**62)
 
 
 class InferenceEngine:
@@ -233,8 +264,12 @@ class InferenceEngine:
         store: StoreThread,
         scheduler: BatchScheduler,
         decode_executor: Executor,
+        metrics: Metrics,
+        silence_probabilities: Any,
     ) -> None:
         self.config = config
+        self.metrics = metrics
+        self.silence_probabilities = silence_probabilities
         self.tagger = tagger
         self.store = store
         self.scheduler = scheduler
@@ -295,6 +330,14 @@ class InferenceEngine:
             self.readonly(session)
 
     # -- queries --------------------------------------------------------------------------
+
+    def stream_lag_s(self) -> float:
+        """How far behind live inference is: the age of the oldest unprocessed stream chunk."""
+        now = time.monotonic()
+        oldest = min(
+            (w.pending_since[0] for w in self._workers.values() if w.pending_since), default=now
+        )
+        return now - oldest
 
     def is_working(self, session: Session) -> bool:
         worker = self._workers.get(session.id)

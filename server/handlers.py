@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from protocol.codec import decode_body
-from protocol.errors import ServiceUnavailable
+from protocol.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from protocol.messages import parse_chunk_data
 from protocol.openapi import openapi_document
-from server.appkeys import ENGINE_STATE, SERVICE
+from server.appkeys import ENGINE_STATE, METRICS, SERVICE, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = ["routes"]
 
@@ -18,8 +22,25 @@ routes = web.RouteTableDef()
 API = "/api/v1"
 
 
-async def _body(request: web.Request) -> object:
-    return decode_body(await request.read(), request.headers.get("Content-Type"))
+async def _body(request: web.Request, limit_bytes: int | None = None) -> object:
+    """Read and parse a body within the configured time, size and nesting limits."""
+    settings = request.app[SETTINGS]
+    if limit_bytes is not None and (request.content_length or 0) > limit_bytes:
+        raise PayloadTooLarge(f"request body is larger than {limit_bytes} bytes")
+    try:
+        async with asyncio.timeout(settings.body_read_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request body was not received within {settings.body_read_timeout_s:g} s"
+        ) from None
+    if limit_bytes is not None and len(raw) > limit_bytes:
+        raise PayloadTooLarge(f"request body is larger than {limit_bytes} bytes")
+    return decode_body(raw, request.headers.get("Content-Type"), settings.max_json_depth)
+
+
+def _small_body(request: web.Request) -> Awaitable[object]:
+    return _body(request, request.app[SETTINGS].max_json_bytes)
 
 
 def _prefers_no_wait(request: web.Request) -> bool:
@@ -35,6 +56,15 @@ def _prefers_no_wait(request: web.Request) -> bool:
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response(request, {"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    if SERVICE in request.app:
+        for state, count in request.app[SERVICE].open_sessions.items():
+            registry.sessions.labels(state).set(count)
+    return web.Response(body=registry.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 @routes.get("/readyz")
@@ -54,7 +84,7 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.post(API + "/audio_sessions/")
 async def create_session(request: web.Request) -> web.Response:
     created = await request.app[SERVICE].create(
-        presented_key(request.headers), await _body(request)
+        presented_key(request.headers), await _small_body(request)
     )
     return json_response(request, created.to_dict())
 
@@ -74,7 +104,7 @@ async def upload_chunk(request: web.Request) -> web.Response:
 @routes.patch(API + "/audio_sessions/{session_id}")
 async def update_session(request: web.Request) -> web.Response:
     await request.app[SERVICE].update(
-        request.match_info["session_id"], presented_key(request.headers), await _body(request)
+        request.match_info["session_id"], presented_key(request.headers), await _small_body(request)
     )
     return web.Response(status=204)
 

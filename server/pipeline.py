@@ -28,6 +28,7 @@ class WindowBatch:
 
     first_index: int
     patches: npt.NDArray[np.uint8]  # [n, patch_frames, mel_bands]
+    levels_dbfs: npt.NDArray[np.float64] | None = None  # per window, for the silence gate
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -117,8 +118,8 @@ class AudioPipeline:
             samples = samples[dropped:]
             self._discard -= dropped
         self.samples_seen += int(samples.shape[0])
-        patches = self._windower.push(self._frontend.push(samples))
-        return self._quantize(patches)
+        frames, power = self._frontend.push_with_power(samples)
+        return self._quantize(self._windower.push(frames, power))
 
     def _pad_tail(self) -> WindowBatch:
         if self.samples_seen == 0:
@@ -128,18 +129,25 @@ class AudioPipeline:
         needed = (total_windows - 1) * self._hop_samples + window - self.samples_seen
         if needed <= 0:
             return self._quantize([])
-        patches = self._windower.push(self._frontend.push(np.zeros(needed, dtype=np.float32)))
-        return self._quantize(patches)
+        frames, power = self._frontend.push_with_power(np.zeros(needed, dtype=np.float32))
+        return self._quantize(self._windower.push(frames, power))
 
     def _quantize(self, patches: list[Patch]) -> WindowBatch:
         kept = [p for p in patches if p.index >= self._skip_below]
         if not kept:
             return WindowBatch(self._windower.next_index, _EMPTY)
         stacked = np.stack([p.frames for p in kept])
-        return WindowBatch(kept[0].index, quantize_patches(stacked, self._scale, self._zero_point))
+        power = np.array([p.power if p.power is not None else 0.0 for p in kept])
+        levels = 10.0 * np.log10(power + _POWER_FLOOR)
+        return WindowBatch(
+            kept[0].index, quantize_patches(stacked, self._scale, self._zero_point), levels
+        )
 
 
 _EMPTY = np.empty((0, FRONTEND.patch_frames, FRONTEND.mel_bands), dtype=np.uint8)
+
+
+_POWER_FLOOR = 1e-12  # -120 dBFS: digital silence still has a finite level
 
 
 def _join(first: WindowBatch, second: WindowBatch) -> WindowBatch:
@@ -147,11 +155,18 @@ def _join(first: WindowBatch, second: WindowBatch) -> WindowBatch:
         return second
     if not len(second):
         return first
-    return WindowBatch(first.first_index, np.concatenate([first.patches, second.patches]))
+    levels = None
+    if first.levels_dbfs is not None and second.levels_dbfs is not None:
+        levels = np.concatenate([first.levels_dbfs, second.levels_dbfs])
+    return WindowBatch(first.first_index, np.concatenate([first.patches, second.patches]), levels)
 
 
 def _split(batch: WindowBatch, size: int) -> list[WindowBatch]:
     return [
-        WindowBatch(batch.first_index + i, batch.patches[i : i + size])
+        WindowBatch(
+            batch.first_index + i,
+            batch.patches[i : i + size],
+            None if batch.levels_dbfs is None else batch.levels_dbfs[i : i + size],
+        )
         for i in range(0, len(batch), size)
     ]

@@ -113,7 +113,10 @@ class BatchScheduler:
         max_batch: int,
         max_queue_delay_s: float,
         concurrency: int = 1,
+        on_batch: Callable[[int, float, list[float]], None] | None = None,
     ) -> None:
+        """``on_batch(windows, compute_s, queue_waits_s)`` is called after each execution (metrics)."""
+        self._on_batch = on_batch
         self._run_batch = run_batch
         self._executor = executor
         self._policy = BatchPolicy(max_batch)
@@ -181,6 +184,9 @@ class BatchScheduler:
             self.stats.executions += 1
             self.stats.windows += plan.size
             self.stats.compute_s += finished - started
+            waits = [started - group.enqueued_at for group, _, _ in plan.slices]
+            if self._on_batch is not None:
+                self._on_batch(plan.size, finished - started, waits)
             row = 0
             for group, start, stop in plan.slices:
                 self.stats.queue_s += started - group.enqueued_at

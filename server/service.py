@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from protocol.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
 from protocol.messages import (
     CreateSession,
     Page,
@@ -32,6 +32,8 @@ from server.auth import Caller, KeyDirectory
 from server.config import Settings
 from server.engine import InferenceEngine
 from server.keys import new_session_id
+from server.limits import RateLimiter
+from server.metrics import Metrics
 from server.sessions import ChunkDecision, Session, chunk_digest, params_from_dict, params_to_dict
 from server.store import ResultRow, Store, StoreThread
 
@@ -97,6 +99,7 @@ class SessionService:
         engine: InferenceEngine,
         tokens: TokenCodec,
         window_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -106,6 +109,9 @@ class SessionService:
         self._window_seconds = window_seconds
         self._sessions: dict[str, Session] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._open_by_key: dict[int, int] = {}
+        self._limiter = RateLimiter(settings.rate_limit_per_key, settings.rate_limit_burst)
+        self._metrics = metrics or Metrics()
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -128,6 +134,7 @@ class SessionService:
                 last_activity_at=row.last_activity_at,
             )
             self._sessions[session.id] = session
+            self._open_by_key[session.key_id] = self._open_by_key.get(session.key_id, 0) + 1
             if not session.inference_done:
                 layout = await self._store.read(partial(Store.chunk_layout, session_id=row.id))
                 self._engine.recover(session, layout)
@@ -157,7 +164,25 @@ class SessionService:
                 raise NotFound("session does not exist or has been deleted")
         elif caller.key_id != session.key_id:
             raise NotFound("session does not exist or has been deleted")
+        self._rate_check(session.key_id)
         return session
+
+    def _rate_check(self, key_id: int) -> None:
+        try:
+            self._limiter.check(key_id)
+        except TooManyRequests:
+            self._metrics.rejected.labels("rate").inc()
+            raise
+
+    def _forget(self, session: Session) -> None:
+        """Drop a deleted session from memory."""
+        self._sessions.pop(session.id, None)
+        self._locks.pop(session.id, None)
+        remaining = self._open_by_key.get(session.key_id, 1) - 1
+        if remaining > 0:
+            self._open_by_key[session.key_id] = remaining
+        else:
+            self._open_by_key.pop(session.key_id, None)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
@@ -168,7 +193,21 @@ class SessionService:
         if key is None:
             raise Unauthorized("an API key is required to create a session (x-api-key header)")
         caller = self._keys.authenticate(key)
+        self._rate_check(caller.key_id)
         params = CreateSession.from_body(body)
+        if self._open_by_key.get(caller.key_id, 0) >= self._settings.max_sessions_per_key:
+            self._metrics.rejected.labels("sessions_per_key").inc()
+            raise TooManyRequests(
+                f"this API key already has {self._settings.max_sessions_per_key} open sessions; "
+                "delete finished ones first"
+            )
+        lag_s = self._engine.stream_lag_s()
+        if lag_s > self._settings.overload_lag_s:
+            self._metrics.rejected.labels("overload").inc()
+            raise TooManyRequests(
+                f"server is overloaded (live inference is {lag_s:.1f} s behind); retry later",
+                headers={"Retry-After": str(max(1, round(lag_s)))},
+            )
         try:
             parse_content_type(params.content_type)
         except ContentTypeError as exc:
@@ -179,6 +218,7 @@ class SessionService:
         await self._store.write(lambda s: s.insert_session(session_id, caller.key_id, stored, now))
         session = Session(session_id, caller.key_id, params, created_at=now, last_activity_at=now)
         self._sessions[session_id] = session
+        self._open_by_key[caller.key_id] = self._open_by_key.get(caller.key_id, 0) + 1
         log.info(
             "session %s created: %s %s", session_id[:8], params.type.value, params.content_type
         )
@@ -197,6 +237,10 @@ class SessionService:
             decision = session.check_chunk(seq, audio, self._settings.max_chunk_bytes)
             if decision is ChunkDecision.RETRY_OF_LAST:
                 return SessionRefs(session.id, session.next_chunk_seq)
+            if session.bytes_received + len(audio) > self._settings.max_session_bytes:
+                raise PayloadTooLarge(
+                    f"session has reached its maximum total size of {self._settings.max_session_bytes} bytes"
+                )
             now = time.time()
             readonly = session.reaches_total_size(len(audio))
             digest = chunk_digest(audio)
@@ -204,6 +248,8 @@ class SessionService:
                 lambda s: s.append_chunk(session_id, seq, audio, digest, now, readonly)
             )
             session.apply_chunk(audio, now)
+        self._metrics.chunks.labels(session.params.type.value).inc()
+        self._metrics.chunk_bytes.inc(len(audio))
         self._engine.chunk_accepted(session, seq, audio)
         return SessionRefs(session.id, session.next_chunk_seq)
 
@@ -223,8 +269,7 @@ class SessionService:
         async with self._lock(session_id):
             await self._store.write(lambda s: s.delete_session(session_id))
             session.delete()
-            self._sessions.pop(session_id, None)
-        self._locks.pop(session_id, None)
+        self._forget(session)
         self._engine.deleted(session)
         log.info("session %s deleted", session_id[:8])
 
@@ -286,8 +331,7 @@ class SessionService:
                 session_id = session.id
                 await self._store.write(partial(Store.delete_session, session_id=session_id))
                 session.delete()
-                self._sessions.pop(session_id, None)
-            self._locks.pop(session.id, None)
+            self._forget(session)
             self._engine.deleted(session)
             log.info("session %s expired after inactivity", session.id[:8])
         return len(stale)

@@ -66,6 +66,10 @@ class _FrameMath:
         self.window = _periodic_hann(params.stft_window_samples)
         self.mel = mel_weight_matrix(params)
 
+    def frame_power(self, framed: FloatArray) -> FloatArray:
+        """Mean square of each raw frame: the level the silence gate compares (full scale = 1)."""
+        return np.einsum("ij,ij->i", framed, framed) / framed.shape[1]
+
     def frames_to_log_mel(self, framed: FloatArray) -> FloatArray:
         spectrum = np.abs(np.fft.rfft(framed * self.window, n=self.params.fft_length, axis=1))
         # einsum, not BLAS: BLAS picks a different summation path for one row than for many,
@@ -139,24 +143,32 @@ class StreamingLogMel:
         self.frames_emitted = 0
 
     def push(self, samples: npt.ArrayLike) -> FloatArray:
+        return self.push_with_power(samples)[0]
+
+    def push_with_power(self, samples: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """New log-mel frames and each frame's mean-square level."""
         audio = np.asarray(samples, dtype=np.float64)
         buffer = np.concatenate([self._pending, audio]) if self._pending.size else audio.copy()
         count = _frame_count(buffer.shape[0], self._params)
         if count == 0:
             self._pending = buffer
-            return np.empty((0, self._params.mel_bands))
-        frames = self._math.frames_to_log_mel(_frame(buffer, count, self._params))
+            return np.empty((0, self._params.mel_bands)), np.empty(0)
+        framed = _frame(buffer, count, self._params)
+        frames = self._math.frames_to_log_mel(framed)
+        power = self._math.frame_power(framed)
         self._pending = buffer[count * self._params.stft_hop_samples :].copy()
         self.frames_emitted += count
-        return frames
+        return frames, power
 
 
 @dataclass(frozen=True)
 class Patch:
-    """One model window: its index in the session and its log-mel frames."""
+    """One model window: its index in the session, its log-mel frames and, when the frames'
+    levels were given, the window's mean-square level."""
 
     index: int
     frames: FloatArray
+    power: float | None = None
 
 
 @dataclass
@@ -168,26 +180,34 @@ class PatchWindower:
     next_index: int = 0
     _frames: FloatArray = field(default_factory=lambda: np.empty((0, FRONTEND.mel_bands)))
     _first_frame: int = 0  # absolute frame index of self._frames[0]
+    _power: FloatArray = field(default_factory=lambda: np.empty(0))
 
     def resume_at(self, window_index: int) -> None:
         """Start at ``window_index``: the next pushed frame is that window's first frame."""
         self.next_index = window_index
         self._first_frame = window_index * self.hop_frames
         self._frames = np.empty((0, self.params.mel_bands))
+        self._power = np.empty(0)
 
-    def push(self, frames: FloatArray) -> list[Patch]:
+    def push(self, frames: FloatArray, power: FloatArray | None = None) -> list[Patch]:
+        """Add frames (and optionally their levels); return the patches they complete."""
         if frames.shape[0]:
             self._frames = np.concatenate([self._frames, frames]) if self._frames.size else frames
+            if power is not None:
+                self._power = np.concatenate([self._power, power])
+        with_power = self._power.shape[0] == self._frames.shape[0] and self._frames.shape[0] > 0
         patches: list[Patch] = []
         while True:
             start = self.next_index * self.hop_frames - self._first_frame
             stop = start + self.params.patch_frames
             if stop > self._frames.shape[0]:
                 break
-            patches.append(Patch(self.next_index, self._frames[start:stop].copy()))
+            level = float(self._power[start:stop].mean()) if with_power else None
+            patches.append(Patch(self.next_index, self._frames[start:stop].copy(), level))
             self.next_index += 1
         keep_from = max(0, self.next_index * self.hop_frames - self._first_frame)
         if keep_from:
             self._frames = self._frames[keep_from:]
+            self._power = self._power[keep_from:]
             self._first_frame += keep_from
         return patches
