@@ -26,11 +26,15 @@ $(WEIGHTS_STAMP): $(SETUP_STAMP) models/yamnet/spec.py
 serve: setup
 	$(VENV)/bin/tympan serve
 
-# Test-only system tools: espeak-ng speaks the test sentences, from Debian's packages.
+# Test-only system tools from Debian's packages: espeak-ng speaks the test sentences, openssl
+# makes the TLS test's certificate.
+TEST_TOOLS := espeak-ng openssl
 test-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; fi; }
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, TYMPAN_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8080, TYMPAN_PORT)")
     serve.add_argument("--provider", help="force an execution provider: CPU, CUDA or Tensorrt")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     serve.add_argument(
         "--no-bootstrap-key", action="store_true", help="do not create a key when none exists"
     )
@@ -109,10 +111,9 @@ def _bootstrap_key(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from aiohttp import web
-
     from models.yamnet.fetch import ModelFilesError, verify_weights
     from server.app import create_app
+    from server.serve import run_server
 
     model_dir = settings.model_dir
     try:
@@ -124,13 +125,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_bootstrap_key:
         _bootstrap_key(settings)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=lambda message: print(message, flush=True),
-        shutdown_timeout=10.0,
-    )
+    run_server(create_app(settings), settings)
     return 0
 
 
@@ -144,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             provider=getattr(args, "provider", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
