@@ -68,9 +68,9 @@ async def test_connection_cap_and_slow_headers(settings: Settings, api_key: str)
             head = await asyncio.wait_for(second[0].readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 200")
             length = int(
-                [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][
-                    0
-                ].split(b":")[1]
+                next(
+                    h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                ).split(b":")[1]
             )
             await second[0].readexactly(length)
             await asyncio.sleep(0.3)  # idle between requests is not a slow header
