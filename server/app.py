@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _server_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     state = app[ENGINE_STATE]
-    store = Store(settings.db_path, settings.audio_dir, fsync=settings.fsync)
+    store = Store(settings.db_path, fsync=settings.fsync)
     token_key = store.secret("next_token_key")
     store_thread = StoreThread(store)
     keys = KeyDirectory(settings.db_path)

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open_store(settings: Settings) -> Store:
-    return Store(settings.db_path, settings.audio_dir, fsync=settings.fsync)
+    return Store(settings.db_path, fsync=settings.fsync)
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:

@@ -107,10 +107,6 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "tympan.sqlite3"
 
-    @property
-    def audio_dir(self) -> Path:
-        return self.data_dir / "audio"
-
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -29,7 +29,7 @@ SPEECH_TEXT = (
 
 
 def make_key(data_dir: Path, name: str) -> str:
-    store = Store(data_dir / "tympan.sqlite3", data_dir / "audio", fsync=False)
+    store = Store(data_dir / "tympan.sqlite3", fsync=False)
     try:
         key = generate_key()
         store.add_key(name, hash_key(key))

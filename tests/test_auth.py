@@ -57,7 +57,7 @@ async def test_revoking_a_key_locks_it_out_and_closes_its_sessions(
     api: Api, settings: Settings
 ) -> None:
     session_id = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
-    store = Store(settings.db_path, settings.audio_dir, fsync=False)
+    store = Store(settings.db_path, fsync=False)
     try:
         assert store.revoke_key("alice")
     finally:

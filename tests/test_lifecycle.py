@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
+from server.store import Store
 from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, Api, s16, tone
 
 
@@ -134,11 +135,18 @@ async def test_consumed_stream_audio_is_deleted(api: Api, settings: Settings) ->
         await api.put(session_id, seq, audio[seq * 16000 : (seq + 1) * 16000])
     await api.status(session_id, offset=18)  # wait for the 19th window
     await asyncio.sleep(0.2)
-    kept = list((settings.audio_dir / session_id).iterdir())
-    assert len(kept) < 20 - 8  # only what the next window (and a restart) needs
+    store = Store(settings.db_path, fsync=False)  # a second reader, as an operator would look
+    try:
+        assert store.kept_audio_chunks(session_id) < 20 - 8  # what the next window needs
+    finally:
+        store.close()
     await api.readonly(session_id)
     await api.all_results(session_id)
-    assert not any((settings.audio_dir / session_id).iterdir())  # all gone once inference is over
+    store = Store(settings.db_path, fsync=False)
+    try:
+        assert store.kept_audio_chunks(session_id) == 0  # all gone once inference is over
+    finally:
+        store.close()
 
 
 async def test_prefer_wait_0_answers_at_once(api: Api) -> None:
