@@ -14,6 +14,7 @@ from pathlib import Path
 
 from protocol.errors import Unauthorized
 from server.keys import hash_key, keys_match
+from server.store import keys_marker_path
 
 __all__ = ["Caller", "KeyDirectory", "presented_key"]
 
@@ -43,6 +44,10 @@ class KeyDirectory:
             f"file:{db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA busy_timeout=2000")
+        self._marker = keys_marker_path(db_path)
+        self._marker_stamp: tuple[int, int] | None = None
+        self._revoked: frozenset[int] = frozenset()
+        self._known: frozenset[int] = frozenset()
 
     def close(self) -> None:
         self._db.close()
@@ -58,5 +63,22 @@ class KeyDirectory:
         return Caller(int(row[0]), str(row[1]))
 
     def is_revoked(self, key_id: int) -> bool:
-        row = self._db.execute("SELECT revoked_at FROM keys WHERE id = ?", (key_id,)).fetchone()
-        return row is None or row[0] is not None
+        """Whether ``key_id`` is revoked (or unknown), as of this very call."""
+        self._refresh()
+        if key_id not in self._known:  # created since the last reload
+            self._marker_stamp = None
+            self._refresh()
+        return key_id in self._revoked or key_id not in self._known
+
+    def _refresh(self) -> None:
+        try:
+            info = self._marker.stat()
+            stamp = (info.st_mtime_ns, info.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp == self._marker_stamp:
+            return
+        rows = self._db.execute("SELECT id, revoked_at FROM keys").fetchall()
+        self._known = frozenset(row[0] for row in rows)
+        self._revoked = frozenset(row[0] for row in rows if row[1] is not None)
+        self._marker_stamp = stamp

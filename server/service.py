@@ -233,8 +233,9 @@ class SessionService:
         except ValueError:
             raise BadRequest("chunk_sequence must be an integer") from None
         audio = decode_chunk_data(data, self._settings.max_chunk_bytes)
+        digest = chunk_digest(audio)
         async with self._lock(session_id):
-            decision = session.check_chunk(seq, audio, self._settings.max_chunk_bytes)
+            decision = session.check_chunk(seq, audio, self._settings.max_chunk_bytes, digest)
             if decision is ChunkDecision.RETRY_OF_LAST:
                 return SessionRefs(session.id, session.next_chunk_seq)
             if session.bytes_received + len(audio) > self._settings.max_session_bytes:
@@ -243,11 +244,10 @@ class SessionService:
                 )
             now = time.time()
             readonly = session.reaches_total_size(len(audio))
-            digest = chunk_digest(audio)
             await self._store.write(
                 lambda s: s.append_chunk(session_id, seq, audio, digest, now, readonly)
             )
-            session.apply_chunk(audio, now)
+            session.apply_chunk(audio, now, digest)
         self._metrics.chunks.labels(session.params.type.value).inc()
         self._metrics.chunk_bytes.inc(len(audio))
         self._engine.chunk_accepted(session, seq, audio)

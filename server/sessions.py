@@ -71,9 +71,14 @@ class Session:
         """No result will ever be added: readonly and inference over (or failed)."""
         return self.state is not SessionState.WRITABLE and self.inference_done
 
-    def check_chunk(self, seq: int, data: bytes, max_chunk_bytes: int) -> ChunkDecision:
-        """Decide an upload: accept it, recognise a retry, or raise the protocol's error."""
-        if seq == self.next_chunk_seq - 1 and self.last_chunk_sha256 == chunk_digest(data):
+    def check_chunk(
+        self, seq: int, data: bytes, max_chunk_bytes: int, digest: bytes | None = None
+    ) -> ChunkDecision:
+        """Decide an upload: accept it, recognise a retry, or raise the protocol's error.
+        ``digest`` is the chunk's sha256 when the caller already has it."""
+        if seq == self.next_chunk_seq - 1 and self.last_chunk_sha256 == (
+            digest or chunk_digest(data)
+        ):
             return ChunkDecision.RETRY_OF_LAST
         if self.state is not SessionState.WRITABLE:
             raise Forbidden(f"session is {self.state.value}, not writable")
@@ -91,10 +96,10 @@ class Session:
         total = self.params.total_size
         return total is not None and self.bytes_received + chunk_bytes >= total
 
-    def apply_chunk(self, data: bytes, now: float) -> None:
+    def apply_chunk(self, data: bytes, now: float, digest: bytes | None = None) -> None:
         self.bytes_received += len(data)
         self.next_chunk_seq += 1
-        self.last_chunk_sha256 = chunk_digest(data)
+        self.last_chunk_sha256 = digest or chunk_digest(data)
         self.last_activity_at = now
         if self.reaches_total_size(0):
             self.state = transition(self.state, SessionState.READONLY)

@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["KeyRecord", "ResultRow", "SessionRow", "Store", "StoreError", "StoreThread"]
+__all__ = [
+    "KeyRecord",
+    "ResultRow",
+    "SessionRow",
+    "Store",
+    "StoreError",
+    "StoreThread",
+    "keys_marker_path",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +96,12 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+def keys_marker_path(db_path: Path) -> Path:
+    """A file rewritten whenever a key is revoked: servers stat it (microseconds) on every call
+    instead of querying the database, and reload revocations when it changes."""
+    return db_path.with_name(db_path.name + ".keys-changed")
+
+
 class StoreError(RuntimeError):
     """The store could not complete an operation (disk full, I/O error, corrupt database)."""
 
@@ -130,6 +144,7 @@ class Store:
     def __init__(self, db_path: Path, fsync: bool = True) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.keys_marker = keys_marker_path(db_path)
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL fsyncs the WAL on every commit (survives power loss); NORMAL survives a process
@@ -219,6 +234,8 @@ class Store:
             "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             (time.time(), name),
         )
+        if cursor.rowcount > 0:
+            self.keys_marker.write_text(str(time.time_ns()))  # running servers reload at once
         return cursor.rowcount > 0
 
     def count_active_keys(self) -> int:
