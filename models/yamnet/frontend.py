@@ -205,7 +205,11 @@ class PatchWindower:
             level = float(self._power[start:stop].mean()) if with_power else None
             patches.append(Patch(self.next_index, self._frames[start:stop].copy(), level))
             self.next_index += 1
-        keep_from = max(0, self.next_index * self.hop_frames - self._first_frame)
+        # With a hop longer than a patch (1 s hop: 100 > 96 frames), the next window may start
+        # beyond the frames received so far: drop only what exists.
+        keep_from = min(
+            max(0, self.next_index * self.hop_frames - self._first_frame), self._frames.shape[0]
+        )
         if keep_from:
             self._frames = self._frames[keep_from:]
             self._power = self._power[keep_from:]
