@@ -19,8 +19,10 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 
 # Re-verified whenever the pinned sums change; downloads only when files are missing or corrupt.
-$(WEIGHTS_STAMP): $(SETUP_STAMP) models/yamnet/spec.py
+# Then the model variants (dynamic batch, float) are prepared and checked against the original.
+$(WEIGHTS_STAMP): $(SETUP_STAMP) models/yamnet/spec.py models/yamnet/variants.py
 	$(PY) -m models.yamnet.fetch
+	$(PY) -m models.yamnet.variants
 	@touch $@
 
 serve: setup

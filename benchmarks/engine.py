@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from models.yamnet.frontend import log_mel_frames, quantize_patches
+from models.yamnet.frontend import log_mel_frames
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
 from server.appkeys import SERVICE
 from server.config import Settings
 from server.keys import generate_key, hash_key
-from server.runner import OnnxRunner
+from server.runner import load_runner
 from server.service import SessionService
 from server.store import Store
 
@@ -90,11 +90,10 @@ def _real_audio(seconds: float) -> bytes:
 
 
 def measure_bare_model(settings: Settings, batches: list[int], seconds: float) -> dict[str, Any]:
-    model_dir = settings.model_dir or WEIGHTS_DIR
-    runner = OnnxRunner(model_dir / "model.onnx", settings.provider, settings.intra_op_threads)
+    runner = load_runner(settings, settings.model_dir or WEIGHTS_DIR)
     rng = np.random.default_rng(0)
     frames = log_mel_frames(rng.normal(0, 0.1, FRONTEND.patch_samples))
-    patch = quantize_patches(frames[None], runner.input_quant.scale, runner.input_quant.zero_point)
+    patch = frames[None].astype(np.float32)
     cells = []
     for batch in batches:
         inputs = np.repeat(patch, batch, axis=0)
@@ -109,7 +108,7 @@ def measure_bare_model(settings: Settings, batches: list[int], seconds: float) -
             {"batch": batch, "patches_per_s": count / wall, "cpu_s_per_patch": cpu / count}
         )
     best = max(cells, key=lambda c: c["patches_per_s"])
-    return {"provider": runner.provider, "cells": cells, "best": best}
+    return {"provider": runner.provider, "variant": runner.variant, "cells": cells, "best": best}
 
 
 # -- engine ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import numpy as np
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from models.yamnet.frontend import log_mel_frames, quantize_patches
+from models.yamnet.calibrate import load_thresholds
+from models.yamnet.frontend import log_mel_frames
 from models.yamnet.labels import load_labels
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from protocol.tokens import TokenCodec
@@ -32,11 +33,11 @@ from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.handlers import routes
 from server.metrics import Metrics, metrics_middleware
-from server.runner import OnnxRunner
+from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
 from server.store import Store, StoreThread
-from server.tagging import Tagger
+from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger
 
 __all__ = ["create_app"]
 
@@ -83,12 +84,10 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         model_dir = _model_dir(settings)
         runner = await loop.run_in_executor(
-            infer_executor,
-            lambda: OnnxRunner(
-                model_dir / "model.onnx", settings.provider, settings.intra_op_threads
-            ),
+            infer_executor, lambda: load_runner(settings, model_dir)
         )
-        tagger = Tagger(load_labels(model_dir))
+        step = runner.output_quant.scale if runner.output_quant else SENSITIVITY_STEP_LOGIT
+        tagger = Tagger(load_labels(model_dir), load_thresholds(), sensitivity_step_logit=step)
         metrics = app[METRICS]
 
         def record_batch(windows: int, compute_s: float, waits_s: list[float]) -> None:
@@ -106,14 +105,10 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             concurrency=settings.inference_workers,
             on_batch=record_batch,
         )
-        warm_s = await loop.run_in_executor(
-            infer_executor, _warm_up, runner, settings.max_batch_size
-        )
+        warm_s = await loop.run_in_executor(infer_executor, _warm_up, runner)
         scheduler.start()
         limits = DecodeLimits(max_duration_s=settings.max_session_duration_s)
         config = EngineConfig(
-            runner.input_quant.scale,
-            runner.input_quant.zero_point,
             limits,
             prune_consumed_audio=settings.audio_retention == "consumed",
             silence_gate_dbfs=settings.silence_gate_dbfs,
@@ -135,8 +130,12 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         recovered = await service.load()
         sweeper = asyncio.create_task(_sweep_inactive(service, settings), name="inactivity-sweeper")
         state.provider = runner.provider
-        state.variant = "yamnet-w8a8"
-        state.details = {"max_batch_size": settings.max_batch_size, "warmup_s": round(warm_s, 3)}
+        state.variant = f"yamnet-{runner.variant}"
+        state.details = {
+            "max_batch_size": settings.max_batch_size,
+            "batch_buckets": list(runner.bucket_sizes),
+            "warmup_s": round(warm_s, 3),
+        }
         metrics.provider.labels(runner.provider, state.variant).set(1)
         state.ready = True
         log.info(
@@ -163,13 +162,12 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         log.info("store closed")
 
 
-def _warm_up(runner: OnnxRunner, max_batch: int) -> float:
-    """Run each batch size the scheduler can form once, so the first user never pays for it."""
+def _warm_up(runner: OnnxRunner) -> float:
+    """Run every batch-size bucket once, so the first user never pays for a shape's set-up
+    (TensorRT and CUDA build kernels per shape)."""
     started = time.perf_counter()
-    patch = np.full(
-        (1, FRONTEND.patch_frames, FRONTEND.mel_bands), runner.input_quant.zero_point, np.uint8
-    )
-    for size in sorted({1, max_batch}):
+    patch = log_mel_frames(np.zeros(FRONTEND.patch_samples))[None].astype(np.float32)
+    for size in runner.bucket_sizes:
         runner.run(np.repeat(patch, size, axis=0))
     return time.perf_counter() - started
 
@@ -177,8 +175,7 @@ def _warm_up(runner: OnnxRunner, max_batch: int) -> float:
 def _silence_probabilities(runner: OnnxRunner) -> np.ndarray:
     """What the model says for digital silence: reported for windows under the silence gate."""
     frames = log_mel_frames(np.zeros(FRONTEND.patch_samples))
-    patch = quantize_patches(frames[None], runner.input_quant.scale, runner.input_quant.zero_point)
-    return runner.run(patch)[0]
+    return runner.run(frames[None].astype(np.float32))[0]
 
 
 async def _sweep_inactive(service: SessionService, settings: Settings) -> None:

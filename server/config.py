@@ -29,13 +29,14 @@ class Settings:
     data_dir: Path = Path("var")
     model_dir: Path | None = None  # None: the fetched weights under models/yamnet/weights
     provider: str | None = None  # None: best available (TensorRT, CUDA, CPU)
+    model_variant: str = "auto"  # auto | w8a8 | w8a8-dyn | fp32 | fp16
     intra_op_threads: int = 1
     max_chunk_bytes: int = 1024 * 1024
     fsync: bool = True
     status_wait_s: float = 10.0
     inactivity_timeout_s: float = 3600.0
     require_owner_key: bool = False
-    max_batch_size: int = 32
+    max_batch_size: int = 16  # w8a8-dyn gains nothing past 16 on CPU (benchmarks/RESULTS.md)
     max_queue_delay_ms: float = 2.0
     inference_workers: int = 1
     max_session_duration_s: float = 4 * 3600.0

@@ -42,8 +42,6 @@ _FINISH = object()
 
 @dataclass(frozen=True)
 class EngineConfig:
-    input_scale: float
-    input_zero_point: int
     limits: DecodeLimits
     window_seconds: float = FRONTEND.window_seconds
     prune_consumed_audio: bool = True
@@ -86,8 +84,6 @@ class _Worker:
         self.pipeline = AudioPipeline(
             fmt,
             params.window_hop_s,
-            engine.config.input_scale,
-            engine.config.input_zero_point,
             engine.config.limits,
             skip_below=session.results_count,
             first_window=first_window,
@@ -115,6 +111,9 @@ class _Worker:
                     await self._chunk(*item)
             except (DecodeError, StoreError, RuntimeError) as exc:
                 await self._fail(exc)
+            except Exception as exc:  # a bug must fail this session, never kill its worker
+                log.exception("session %s: unexpected error", self.session.id[:8])
+                await self._fail(RuntimeError(f"internal error ({type(exc).__name__})"))
             finally:
                 self.busy = False
             self.notify()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.yamnet.frontend import Patch, PatchWindower, StreamingLogMel, quantize_patches
+from models.yamnet.frontend import Patch, PatchWindower, StreamingLogMel
 from models.yamnet.spec import FRONTEND, FrontendParams
 from server.audio import AudioFormat, DecodeLimits, StreamDecoder, decode_file
 
@@ -24,10 +24,10 @@ _FILE_BLOCK_SAMPLES = 30 * FRONTEND.sample_rate_hz
 
 @dataclass(frozen=True)
 class WindowBatch:
-    """Consecutive windows of one session, quantised for the model."""
+    """Consecutive windows of one session, as log-mel patches for the model."""
 
     first_index: int
-    patches: npt.NDArray[np.uint8]  # [n, patch_frames, mel_bands]
+    patches: npt.NDArray[np.float32]  # [n, patch_frames, mel_bands]
     levels_dbfs: npt.NDArray[np.float64] | None = None  # per window, for the silence gate
 
     def __len__(self) -> int:
@@ -51,8 +51,6 @@ class AudioPipeline:
         self,
         fmt: AudioFormat,
         hop_seconds: float,
-        input_scale: float,
-        input_zero_point: int,
         limits: DecodeLimits,
         skip_below: int = 0,
         params: FrontendParams = FRONTEND,
@@ -65,8 +63,6 @@ class AudioPipeline:
         self._fmt = fmt
         self._limits = limits
         self._params = params
-        self._scale = input_scale
-        self._zero_point = input_zero_point
         self._hop_samples = params.hop_frames(hop_seconds) * params.stft_hop_samples
         self._decoder: StreamDecoder | None = None
         self._frontend = StreamingLogMel(params)
@@ -139,12 +135,10 @@ class AudioPipeline:
         stacked = np.stack([p.frames for p in kept])
         power = np.array([p.power if p.power is not None else 0.0 for p in kept])
         levels = 10.0 * np.log10(power + _POWER_FLOOR)
-        return WindowBatch(
-            kept[0].index, quantize_patches(stacked, self._scale, self._zero_point), levels
-        )
+        return WindowBatch(kept[0].index, stacked.astype(np.float32), levels)
 
 
-_EMPTY = np.empty((0, FRONTEND.patch_frames, FRONTEND.mel_bands), dtype=np.uint8)
+_EMPTY = np.empty((0, FRONTEND.patch_frames, FRONTEND.mel_bands), dtype=np.float32)
 
 
 _POWER_FLOOR = 1e-12  # -120 dBFS: digital silence still has a finite level

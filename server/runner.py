@@ -11,18 +11,21 @@ import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
-__all__ = ["ModelLoadError", "OnnxRunner", "QuantParams", "choose_providers"]
+from models.yamnet.variants import VariantMetadata, load_variant_metadata, variant_path
+
+__all__ = ["ModelLoadError", "OnnxRunner", "QuantParams", "choose_providers", "load_runner"]
 
 log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
+CPU_DEFAULT_VARIANT = "w8a8-dyn"  # ~2070 patches per CPU-second vs ~700 for fp32 (model_ceiling)
+GPU_DEFAULT_VARIANT = "fp16"
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -34,28 +37,6 @@ class ModelLoadError(RuntimeError):
 class QuantParams:
     scale: float
     zero_point: int
-
-
-def _read_quant_params(
-    model_path: Path, input_name: str, output_name: str
-) -> tuple[QuantParams, QuantParams]:
-    model = onnx.load(str(model_path), load_external_data=False)
-    inits = {init.name: init for init in model.graph.initializer}
-
-    def value(name: str) -> float:
-        if name not in inits:
-            raise ModelLoadError(f"quantisation parameter {name!r} is not an initializer")
-        return float(numpy_helper.to_array(inits[name]).reshape(-1)[0])
-
-    input_q = output_q = None
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] == input_name:
-            input_q = QuantParams(value(node.input[1]), int(value(node.input[2])))
-        if node.op_type == "QuantizeLinear" and node.output[0] == output_name:
-            output_q = QuantParams(value(node.input[1]), int(value(node.input[2])))
-    if input_q is None or output_q is None:
-        raise ModelLoadError("model does not have a quantised uint8 input and output")
-    return input_q, output_q
 
 
 def _gpu_driver_present() -> bool:
@@ -107,7 +88,11 @@ class OnnxRunner:
     """One ONNX Runtime session over the YAMNet model; ``run`` is thread-safe (ORT sessions are)."""
 
     def __init__(
-        self, model_path: Path, provider: str | None = None, intra_op_threads: int = 1
+        self,
+        model_path: Path,
+        provider: str | None = None,
+        intra_op_threads: int = 1,
+        max_batch: int = 16,
     ) -> None:
         if not model_path.is_file():
             raise ModelLoadError(f"model file {model_path} is missing; run `make setup`")
@@ -120,24 +105,41 @@ class OnnxRunner:
         options.log_severity_level = 3
         self._session = _open_session(model_path, options, choose_providers(provider))
         self.provider = self._session.get_providers()[0]
+        try:
+            self.meta: VariantMetadata = load_variant_metadata(model_path)
+        except Exception as exc:  # not one of our variants, or not YAMNet at all
+            raise ModelLoadError(f"{model_path} is not a usable YAMNet variant: {exc}") from exc
+        self.variant = self.meta.name
+        self._input_name = self.meta.input_name
         model_input = self._session.get_inputs()[0]
-        model_output = self._session.get_outputs()[0]
-        self._input_name = model_input.name
-        self.fixed_batch = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
-        self.input_quant, self.output_quant = _read_quant_params(
-            model_path, model_input.name, model_output.name
+        self.fixed_batch = None if self.meta.dynamic_batch else model_input.shape[0]
+        # Batch sizes warmed up at start. On GPUs a batch is padded up to its bucket so that
+        # only these shapes ever run (TensorRT builds an engine per shape); on the CPU the
+        # kernels are shape-agnostic and padding would only waste work.
+        self.bucket_sizes: tuple[int, ...] = (
+            _buckets(max_batch) if self.meta.dynamic_batch else (1,)
         )
+        self._pad_to_bucket = self.meta.dynamic_batch and self.provider != CPU_PROVIDER
+        self.input_quant = _quant(self.meta.input_scale, self.meta.input_zero_point)
+        self.output_quant = _quant(self.meta.output_scale, self.meta.output_zero_point)
         log.info(
-            "model loaded: %s provider=%s fixed_batch=%s threads=%d",
+            "model loaded: %s (variant %s) provider=%s dynamic_batch=%s threads=%d",
             model_path.name,
+            self.variant,
             self.provider,
-            self.fixed_batch,
+            self.meta.dynamic_batch,
             intra_op_threads,
         )
 
-    def run(self, patches: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """[n, 96, 64] uint8 patches -> [n, classes] probabilities (sigmoid of the logits)."""
-        batch = patches[:, None, :, :]
+    def run(self, patches: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """[n, 96, 64] log-mel patches (float; or uint8 already quantised for a uint8 model)
+        -> [n, classes] probabilities (sigmoid of the logits)."""
+        if patches.dtype == np.uint8:
+            if self.meta.input_dtype != "uint8":
+                raise TypeError(f"variant {self.variant} takes float log-mel patches, not uint8")
+            batch: npt.NDArray[Any] = patches[:, None, :, :]
+        else:
+            batch = self.meta.model_input(patches)
         if self.fixed_batch == 1:
             raw = np.concatenate(
                 [
@@ -145,7 +147,49 @@ class OnnxRunner:
                     for i in range(len(batch))
                 ]
             )
+        elif self._pad_to_bucket:
+            raw = self._run_padded(batch)
         else:
             raw = self._session.run(None, {self._input_name: batch})[0]
-        logits = (raw.astype(np.float32) - self.output_quant.zero_point) * self.output_quant.scale
+        logits = self.meta.logits(raw)
         return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # overflow-free sigmoid
+
+    def _run_padded(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        outputs = []
+        largest = self.bucket_sizes[-1]
+        for start in range(0, len(batch), largest):
+            part = batch[start : start + largest]
+            size = next(b for b in self.bucket_sizes if b >= len(part))
+            if size > len(part):
+                padding = np.zeros((size - len(part), *part.shape[1:]), dtype=part.dtype)
+                part = np.concatenate([part, padding])
+            outputs.append(
+                self._session.run(None, {self._input_name: part})[0][: len(batch) - start]
+            )
+        return np.concatenate(outputs)
+
+
+def _buckets(max_batch: int) -> tuple[int, ...]:
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch:
+        sizes.append(max_batch)
+    return tuple(sizes)
+
+
+def load_runner(settings: Any, model_dir: Path) -> OnnxRunner:
+    """The variant the settings ask for; ``auto`` picks the int8 dynamic-batch model on CPU and
+    the float16 one when a GPU provider will be tried (int8 QDQ graphs run poorly on CUDA)."""
+    name = settings.model_variant
+    if name == "auto":
+        gpu = any(p != CPU_PROVIDER for p in choose_providers(settings.provider))
+        name = GPU_DEFAULT_VARIANT if gpu else CPU_DEFAULT_VARIANT
+    path = variant_path(name, model_dir)
+    if not path.is_file():
+        raise ModelLoadError(f"model variant {name!r} is missing ({path}); run `make setup`")
+    return OnnxRunner(path, settings.provider, settings.intra_op_threads, settings.max_batch_size)
+
+
+def _quant(scale: float | None, zero_point: int | None) -> QuantParams | None:
+    return None if scale is None or zero_point is None else QuantParams(scale, zero_point)

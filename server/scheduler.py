@@ -27,14 +27,14 @@ __all__ = ["BatchPlan", "BatchPolicy", "BatchScheduler", "SchedulerStats", "Wind
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
+RunBatch = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 
 @dataclass(eq=False)
 class WindowGroup:
     """Windows of one session waiting for the model, and where their probabilities go."""
 
-    patches: npt.NDArray[np.uint8]
+    patches: npt.NDArray[np.float32]
     live: bool
     future: asyncio.Future[npt.NDArray[np.float32]]
     enqueued_at: float = field(default_factory=time.perf_counter)
@@ -57,7 +57,7 @@ class BatchPlan:
     def size(self) -> int:
         return sum(stop - start for _, start, stop in self.slices)
 
-    def inputs(self) -> npt.NDArray[np.uint8]:
+    def inputs(self) -> npt.NDArray[np.float32]:
         return np.concatenate([g.patches[start:stop] for g, start, stop in self.slices])
 
 
@@ -131,7 +131,7 @@ class BatchScheduler:
     def pending_windows(self) -> int:
         return self._policy.pending_windows
 
-    async def submit(self, patches: npt.NDArray[np.uint8], live: bool) -> npt.NDArray[np.float32]:
+    async def submit(self, patches: npt.NDArray[np.float32], live: bool) -> npt.NDArray[np.float32]:
         """Probabilities [n, classes] for ``patches`` [n, 96, 64]; cancelling drops them."""
         if patches.shape[0] == 0:
             return np.empty((0, 0), dtype=np.float32)
