@@ -1,9 +1,12 @@
 """From probabilities to tags: per-class thresholds shifted by the session's sensitivity.
 
-A tag passes when its logit is above the class's threshold. Thresholds live in logit space so a
-sensitivity step means the same evidence everywhere: each step of ``sensitivity`` (integers in
-[-2, 2]; positive reduces a tag's appearance, negative increases it) moves the threshold by
-``SENSITIVITY_STEP_LOGIT``. The shift is monotonic: a higher sensitivity never adds a tag.
+A tag passes when its logit is above the class's threshold. Base thresholds come from evidence
+(``models/yamnet/thresholds.csv``, chosen on labelled recordings: ``benchmarks/calibration.md``)
+and sit between two of the model's output steps. Each step of ``sensitivity`` (integers in
+[-2, 2]; positive reduces a tag's appearance, negative increases it) moves a threshold by one of
+the model's output steps (0.7565 in logit for the int8 model), so every step changes what passes
+by exactly one level, for every class. The shift is monotonic: a higher sensitivity never adds a
+tag.
 
 YAMNet's ``Silence`` class is not a sound event: it is never reported as a tag, and a window
 where nothing else passes is reported as ``Others``, as Cochl does.
@@ -24,8 +27,8 @@ __all__ = [
 ]
 
 OTHERS = "Others"
-BASE_THRESHOLD_LOGIT = 0.0  # probability 0.5; the model's logits move in steps of ~0.76
-SENSITIVITY_STEP_LOGIT = 1.0
+BASE_THRESHOLD_LOGIT = 0.0  # used when no calibrated thresholds are given
+SENSITIVITY_STEP_LOGIT = 0.7565  # the int8 model's output step; float variants use it too
 _NOT_EVENTS = frozenset({"Silence"})
 _DECIMALS = 4
 
@@ -34,8 +37,12 @@ class Tagger:
     """Immutable, shared: labels and base thresholds; sessions bring their own sensitivity."""
 
     def __init__(
-        self, labels: Sequence[str], base_threshold_logit: npt.ArrayLike | None = None
+        self,
+        labels: Sequence[str],
+        base_threshold_logit: npt.ArrayLike | None = None,
+        sensitivity_step_logit: float = SENSITIVITY_STEP_LOGIT,
     ) -> None:
+        self._step = sensitivity_step_logit
         self.labels = tuple(labels)
         self._index = {name: i for i, name in enumerate(self.labels)}
         base = (
@@ -54,7 +61,7 @@ class Tagger:
         for name, value in (tags_sensitivity or {}).items():
             if name in self._index:
                 shift[self._index[name]] = float(value)
-        logits = self._base + SENSITIVITY_STEP_LOGIT * shift
+        logits = self._base + self._step * shift
         return 1.0 / (1.0 + np.exp(-logits))
 
     def tags(
