@@ -154,6 +154,10 @@ def iter_frames(container: Any, mime: str) -> Iterator[av.AudioFrame]:
         yield from packet.decode()
 
 
+# Tags (titles, comments) are not audio: a file whose tags are not valid UTF-8 still decodes.
+METADATA_ERRORS = "replace"
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, EOFError):
         return "the data ends in the middle of a page or frame: truncated?"
@@ -189,7 +193,13 @@ def decode_container_file(mime: str, data: bytes, budget: DecodeBudget) -> np.nd
     blocks: list[np.ndarray] = []
     sink = FrameSink(budget)
     head = data[: sniff.SNIFF_BYTES]
-    run_decode(lambda: av.open(io.BytesIO(data), format=demuxer), mime, head, sink, blocks.append)
+    run_decode(
+        lambda: av.open(io.BytesIO(data), format=demuxer, metadata_errors=METADATA_ERRORS),
+        mime,
+        head,
+        sink,
+        blocks.append,
+    )
     decoded = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     if not len(decoded) and data:
         raise DecodeError(f"no audio could be decoded from the {mime} data")

@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from server.audio import sniff
-from server.audio.container import FrameSink, choose_demuxer, run_decode
+from server.audio.container import METADATA_ERRORS, FrameSink, choose_demuxer, run_decode
 from server.audio.errors import AudioLimitError, DecodeError
 from server.audio.limits import DecodeBudget
 
@@ -122,6 +122,7 @@ def _demux_worker(pipe: _BytePipe, demuxer: str, mime: str, head: bytes, sink: F
                 format=demuxer,
                 buffer_size=_READ_BUFFER_BYTES,
                 container_options=_LOW_LATENCY_PROBE,
+                metadata_errors=METADATA_ERRORS,
             ),
             mime,
             head,
