@@ -50,8 +50,17 @@ def test_filterbank_shape_and_coverage() -> None:
 
 @pytest.mark.parametrize(
     ("samples", "frames", "patches_hop_50"),
-    [(399, 0, 0), (400, 1, 0), (559, 1, 0), (560, 2, 0), (15_599, 95, 0), (15_600, 96, 1),
-     (23_599, 145, 1), (23_600, 146, 2), (160_000, 998, 19)],
+    [
+        (399, 0, 0),
+        (400, 1, 0),
+        (559, 1, 0),
+        (560, 2, 0),
+        (15_599, 95, 0),
+        (15_600, 96, 1),
+        (23_599, 145, 1),
+        (23_600, 146, 2),
+        (160_000, 998, 19),
+    ],
 )
 def test_frame_and_patch_counts(samples: int, frames: int, patches_hop_50: int) -> None:
     audio = np.zeros(samples)
@@ -93,7 +102,9 @@ def stream(audio: np.ndarray, cuts: list[int], hop_frames: int) -> list[np.ndarr
     cuts=st.lists(st.integers(min_value=0, max_value=48_000), max_size=30),
     hop_frames=st.sampled_from([50, 100]),
 )
-def test_any_chunking_gives_the_offline_patches_bit_for_bit(cuts: list[int], hop_frames: int) -> None:
+def test_any_chunking_gives_the_offline_patches_bit_for_bit(
+    cuts: list[int], hop_frames: int
+) -> None:
     rng = np.random.default_rng(7)
     audio = rng.normal(0, 0.2, 48_000) + tone(440.0, 3.0)
     offline = patches_offline(audio, hop_frames)
@@ -107,4 +118,6 @@ def test_one_sample_at_a_time_equals_offline() -> None:
     audio = tone(1000.0, 2.0)
     streamed = stream(audio, list(range(1, len(audio))), 50)
     offline = patches_offline(audio, 50)
-    assert len(streamed) == 3 and all(np.array_equal(a, b) for a, b in zip(streamed, offline, strict=True))
+    assert len(streamed) == 3 and all(
+        np.array_equal(a, b) for a, b in zip(streamed, offline, strict=True)
+    )
