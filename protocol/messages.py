@@ -62,7 +62,12 @@ def _optional_int(body: dict[str, Any], key: str, low: int, high: int) -> int | 
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value != int(value)
+    ):
         raise BadRequest(f"{key} must be an integer")
     if not low <= int(value) <= high:
         raise BadRequest(f"{key} must be between {low} and {high}")
@@ -73,7 +78,7 @@ def parse_window_hop(value: Any) -> float:
     """0.5 or 1.0 seconds, written as a number or as Cochl clients spell it ("0.5s", "500ms", "1s")."""
     if isinstance(value, bool):
         raise BadRequest("window_hop must be 0.5 or 1 second")
-    if isinstance(value, int | float) and float(value) in WINDOW_HOPS_S:
+    if isinstance(value, int | float) and value in WINDOW_HOPS_S:
         return float(value)
     if isinstance(value, str) and value.strip().lower() in _HOP_SPELLINGS:
         return _HOP_SPELLINGS[value.strip().lower()]
@@ -110,7 +115,11 @@ class CreateSession:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")
-        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        try:
+            metadata_json = json.dumps(metadata, allow_nan=False)
+        except (TypeError, ValueError):
+            raise BadRequest("metadata must be plain JSON (no bytes, NaN or infinity)") from None
+        if len(metadata_json) > MAX_METADATA_BYTES:
             raise BadRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
         total_size = _optional_int(data, "total_size", 1, 2**53)
         low, high = SENSITIVITY_RANGE

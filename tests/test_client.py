@@ -49,7 +49,9 @@ from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, make_key, s16, tone
 
 HALF_SECOND_BYTES = SAMPLE_RATE_HZ  # 0.5 s of s16 mono
 # Many quick attempts: a restart on a loaded 2-core machine can take several seconds.
-FAST_RETRY = RetryPolicy(max_attempts=200, initial_backoff_s=0.02, max_backoff_s=0.3, max_elapsed_s=30.0)
+FAST_RETRY = RetryPolicy(
+    max_attempts=200, initial_backoff_s=0.02, max_backoff_s=0.3, max_elapsed_s=30.0
+)
 TYMPAN = Path(sys.executable).parent / "tympan"
 READY_TIMEOUT_S = 30.0
 

@@ -18,7 +18,15 @@ import numpy as np
 
 from server.audio import sniff
 from server.audio.errors import DecodeError
-from server.audio.formats import MIME_AAC, MIME_FLAC, MIME_MP3, MIME_MP4, MIME_OGG, MIME_WEBM
+from server.audio.formats import (
+    MAX_CHANNELS,
+    MIME_AAC,
+    MIME_FLAC,
+    MIME_MP3,
+    MIME_MP4,
+    MIME_OGG,
+    MIME_WEBM,
+)
 from server.audio.limits import DecodeBudget
 from server.audio.pcm import average_channels
 from server.audio.resample import RateConverter
@@ -95,6 +103,18 @@ def _to_float32(samples: np.ndarray) -> np.ndarray:
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     """Average a decoded frame's channels into mono float32 (an average, never a clipped sum)."""
     channels = frame.layout.nb_channels
+    planes = len(frame.planes)
+    # A corrupt stream can yield a frame whose layout disagrees with its planes; converting it
+    # reads out of bounds in native code (found by fuzzing: a 29-channel ADTS frame crashed the
+    # process). Such a frame is refused before any conversion.
+    if (
+        channels < 1
+        or channels > MAX_CHANNELS
+        or planes != (channels if frame.format.is_planar else 1)
+    ):
+        raise DecodeError(
+            f"a decoded frame is inconsistent ({channels} channels in {planes} planes): corrupt data?"
+        )
     samples = _to_float32(frame.to_ndarray())
     if frame.format.is_planar:
         if channels == 1:

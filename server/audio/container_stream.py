@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
+from typing import overload
 
 import av
 import numpy as np
@@ -106,7 +107,7 @@ class _BytePipe:
             ):
                 self._cond.wait()
             if self._error is not None:
-                raise self._error
+                raise _detached(self._error)  # a fresh copy: the stored one keeps no traceback
             outputs, self._outputs = self._outputs, []
         if not outputs:
             return _EMPTY.copy()
@@ -136,7 +137,25 @@ def _demux_worker(pipe: _BytePipe, demuxer: str, mime: str, head: bytes, sink: F
     except BaseException as caught:  # handed to the session thread, never lost
         error = caught
     finally:
-        pipe.finish(error)
+        # Hand over the error without its traceback: the traceback's frames hold the PyAV
+        # container, whose reader holds the pipe, which would hold the error: a cycle through
+        # native objects that the collector cannot free (about 22 MB per failed stream).
+        pipe.finish(_detached(error))
+
+
+@overload
+def _detached(error: BaseException) -> BaseException: ...
+@overload
+def _detached(error: None) -> None: ...
+def _detached(error: BaseException | None) -> BaseException | None:
+    """A copy of ``error`` without a traceback (see ``_demux_worker``)."""
+    if error is None:
+        return None
+    try:
+        copy = type(error)(*error.args)
+    except Exception:
+        copy = DecodeError(str(error))
+    return copy.with_traceback(None)
 
 
 class ContainerStreamDecoder:

@@ -83,7 +83,9 @@ def _samples_to_float32(data: bytes | memoryview, fmt: SampleFormat) -> np.ndarr
     order = ">" if fmt.big_endian else "<"
     if fmt.kind == "f":
         values = np.frombuffer(buffer, f"{order}f{width}").astype(np.float32)
-        return np.nan_to_num(values, copy=False, posinf=_FLOAT_POS_LIMIT, neginf=_FLOAT_NEG_LIMIT)
+        values = np.nan_to_num(values, copy=False, posinf=_FLOAT_POS_LIMIT, neginf=_FLOAT_NEG_LIMIT)
+        # Full scale is [-1, 1]; louder values would overflow when channels are summed.
+        return np.clip(values, -1.0, 1.0, out=values)
     full_scale = 1.0 / (1 << (_BITS_PER_BYTE * width - 1))
     if fmt.kind == "s":
         ints = np.frombuffer(buffer, f"{order}i{width}")

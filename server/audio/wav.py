@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.audio.errors import DecodeError
-from server.audio.formats import MAX_CHANNELS
+from server.audio.formats import MAX_CHANNELS, MAX_RAW_RATE_HZ, MIN_RAW_RATE_HZ
 from server.audio.limits import DecodeBudget
 from server.audio.pcm import RAW_SAMPLE_FORMATS, PcmCarry, SampleFormat, pcm_to_mono
 from server.audio.resample import RateConverter
@@ -98,8 +98,11 @@ def _parse_fmt(body: bytes) -> tuple[SampleFormat, int, int]:
         (tag,) = struct.unpack_from("<H", body, _SUBFORMAT_OFFSET)
     if not 1 <= channels <= MAX_CHANNELS:
         raise DecodeError(f"WAV has {channels} channels; supported: 1..{MAX_CHANNELS}")
-    if rate_hz <= 0:
-        raise DecodeError("WAV header has a sample rate of 0 Hz")
+    if not MIN_RAW_RATE_HZ <= rate_hz <= MAX_RAW_RATE_HZ:
+        raise DecodeError(
+            f"WAV header has a sample rate of {rate_hz} Hz; supported: "
+            f"{MIN_RAW_RATE_HZ}..{MAX_RAW_RATE_HZ} Hz"
+        )
     if block_align == 0 or block_align % channels:
         raise DecodeError(f"WAV block align {block_align} does not fit {channels} channels")
     return _sample_format(tag, bits, block_align // channels), channels, rate_hz
