@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -49,6 +50,7 @@ class EngineConfig:
 
 
 _PRUNE_EVERY_CHUNKS = 8
+_RECENT_RESULTS = 256
 
 
 class _Worker:
@@ -63,6 +65,9 @@ class _Worker:
         self.task: asyncio.Task[None] | None = None
         self.busy = False
         self.pending_since: deque[float] = deque()  # acknowledgement time of queued chunks
+        # The latest stored results, so that live readers (who ask for what just arrived) are
+        # answered without a database round trip.
+        self.recent: deque[ResultRow] = deque(maxlen=_RECENT_RESULTS)
         params = session.params
         fmt = parse_content_type(params.content_type)
         self.thresholds = engine.tagger.thresholds(
@@ -212,7 +217,10 @@ class _Worker:
             )
         ]
         session_id = self.session.id
-        count = await self.engine.store.write(lambda s: s.add_results(session_id, rows))
+        count = await self.engine.store.write(
+            partial(Store.add_results, session_id=session_id, results=rows)
+        )
+        self.recent.extend(rows)  # stored: now they may be served from memory
         self.session.results_count = count
         self.notify()
 
@@ -353,7 +361,19 @@ class InferenceEngine:
         if event is None:
             event = self._changed[session.id] = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+
+    def recent_results(self, session_id: str, offset: int, count: int) -> list[ResultRow] | None:
+        """Stored results ``[offset, offset + count)`` from memory, or None if not all there."""
+        worker = self._workers.get(session_id)
+        if worker is None or not worker.recent:
+            return None
+        first = worker.recent[0].idx
+        if offset < first:
+            return None
+        start = offset - first
+        return list(itertools.islice(worker.recent, start, start + count))
 
     def forget_finished(self, session: Session) -> None:
         worker = self._workers.get(session.id)

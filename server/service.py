@@ -356,6 +356,20 @@ class SessionService:
         return session.is_stream and session.state is SessionState.WRITABLE
 
     async def _read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
+        recent = self._engine.recent_results(session_id, offset, count)
+        if recent is not None and (
+            len(recent) == count or offset + len(recent) >= self._stored(session_id)
+        ):
+            return recent
+        return await self._read_stored_results(session_id, offset, count)
+
+    def _stored(self, session_id: str) -> int:
+        session = self._sessions.get(session_id)
+        return session.results_count if session else 0
+
+    async def _read_stored_results(
+        self, session_id: str, offset: int, count: int
+    ) -> list[ResultRow]:
         def read(store: Store) -> list[ResultRow]:
             return store.read_results(session_id, offset, count)
 

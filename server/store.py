@@ -382,13 +382,15 @@ class Store:
             " VALUES (?, ?, ?, ?, ?)",
             rows,
         )
-        count = int(
-            self._db.execute(
-                "SELECT COUNT(*) FROM results WHERE session_id = ?", (session_id,)
-            ).fetchone()[0]
+        # Windows are stored in order from 0, so the count is one past the last index.
+        self._db.execute(
+            "UPDATE sessions SET results_count = MAX(results_count, ?) WHERE id = ?",
+            (rows[-1][1] + 1 if rows else 0, session_id),
         )
-        self._db.execute("UPDATE sessions SET results_count = ? WHERE id = ?", (count, session_id))
-        return count
+        row = self._db.execute(
+            "SELECT results_count FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
         rows = self._db.execute(
