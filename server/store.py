@@ -401,25 +401,35 @@ class Store:
         return [ResultRow(r[0], r[1], r[2], [tuple(t) for t in json.loads(r[3])]) for r in rows]
 
 
-class _Op:
-    __slots__ = ("fn", "future", "write")
+_Outcome = tuple[Any, BaseException | None]
 
-    def __init__(self, fn: Callable[[Store], Any], write: bool) -> None:
-        self.fn = fn
-        self.write = write
-        self.future: Future[Any] = Future()
+
+class _Op:
+    """One trip to the store thread: the calls the event loop queued in one iteration, which
+    come back together (one thread hop and one wake-up for all of them)."""
+
+    __slots__ = ("calls", "future")
+
+    def __init__(self, calls: list[tuple[Callable[[Store], Any], bool]]) -> None:
+        self.calls = calls  # (function, is_write)
+        self.future: Future[list[_Outcome]] = Future()
 
 
 _STOP = object()
 
 
 class StoreThread:
-    """Owns a Store on a dedicated thread; writes queued together commit together."""
+    """Owns a Store on a dedicated thread; writes queued together commit together.
+
+    On the event loop side, calls made during one loop iteration travel as one ``_Op``; on the
+    thread side, every write of every queued op goes into one transaction (group commit).
+    """
 
     def __init__(self, store: Store, max_group: int = 512) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_group = max_group
+        self._pending: list[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]] = []
         self._thread = threading.Thread(target=self._run, name="tympan-store", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -432,14 +442,42 @@ class StoreThread:
         return await self._submit(fn, write=True)
 
     def call_sync(self, fn: Callable[[Store], T], write: bool = True) -> T:
-        op = _Op(fn, write)
+        op = _Op([(fn, write)])
         self._queue.put(op)
-        return op.future.result()
+        value, error = op.future.result()[0]
+        if error is not None:
+            raise error
+        return value
 
     async def _submit(self, fn: Callable[[Store], T], write: bool) -> T:
-        op = _Op(fn, write)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((fn, write, future))
+        return await future
+
+    def _flush(self) -> None:
+        # A call whose caller was cancelled before it left is dropped: it was never acknowledged.
+        pending = [item for item in self._pending if not item[2].done()]
+        self._pending = []
+        if not pending:
+            return
+        op = _Op([(fn, write) for fn, write, _ in pending])
+        futures = [future for _, _, future in pending]
+
+        def deliver(done: asyncio.Future[list[_Outcome]]) -> None:
+            outcomes = done.result()
+            for future, (value, error) in zip(futures, outcomes, strict=True):
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
+
+        asyncio.wrap_future(op.future).add_done_callback(deliver)
         self._queue.put(op)
-        return await asyncio.wrap_future(op.future)
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -461,28 +499,38 @@ class StoreThread:
         self._store.close()
 
     def _run_group(self, group: list[_Op]) -> None:
-        # An op whose caller was cancelled before it ran is dropped: it was never acknowledged.
-        group = [op for op in group if op.future.set_running_or_notify_cancel()]
-        reads = [op for op in group if not op.write]
-        writes = [op for op in group if op.write]
-        for op in reads:
-            self._settle(op)
-        if not writes:
-            return
-        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
+        outcomes: dict[tuple[int, int], _Outcome] = {}
+        writes: list[tuple[int, int, Callable[[Store], Any]]] = []
+        for o, op in enumerate(group):
+            for c, (fn, write) in enumerate(op.calls):
+                if write:
+                    writes.append((o, c, fn))
+                else:
+                    outcomes[(o, c)] = self._call(fn)
+        if writes:
+            self._run_writes(writes, outcomes)
+        for o, op in enumerate(group):
+            op.future.set_result([outcomes[(o, c)] for c in range(len(op.calls))])
+
+    def _run_writes(
+        self,
+        writes: list[tuple[int, int, Callable[[Store], Any]]],
+        outcomes: dict[tuple[int, int], _Outcome],
+    ) -> None:
+        done: dict[tuple[int, int], _Outcome] = {}
         try:
             self._store.begin()
-            for number, op in enumerate(writes):
+            for number, (o, c, fn) in enumerate(writes):
                 name = f"w{number}"
                 self._store.savepoint(name)
                 try:
-                    value = op.fn(self._store)
+                    value = fn(self._store)
                 except Exception as exc:
                     self._store.rollback_to(name)
-                    outcomes.append((op, None, exc))
+                    done[(o, c)] = (None, exc)
                 else:
                     self._store.release(name)
-                    outcomes.append((op, value, None))
+                    done[(o, c)] = (value, None)
             self._store.commit()
             self.commits += 1
             self.writes += len(writes)
@@ -490,18 +538,11 @@ class StoreThread:
             self._store.rollback()
             log.error("store commit failed: %s", exc)
             error = StoreError(f"storage failed: {exc}")
-            for op in writes:
-                if not op.future.done():
-                    op.future.set_exception(error)
-            return
-        for op, value, failure in outcomes:
-            if failure is None:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(failure)
+            done = {(o, c): (None, error) for o, c, _ in writes}
+        outcomes.update(done)
 
-    def _settle(self, op: _Op) -> None:
+    def _call(self, fn: Callable[[Store], Any]) -> _Outcome:
         try:
-            op.future.set_result(op.fn(self._store))
+            return fn(self._store), None
         except Exception as exc:
-            op.future.set_exception(exc)
+            return None, exc
