@@ -28,7 +28,7 @@ from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
 from server.metrics import Metrics
-from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes
+from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes, split_batch
 from server.scheduler import BatchScheduler
 from server.sessions import Session
 from server.store import ResultRow, Store, StoreError, StoreThread
@@ -51,6 +51,7 @@ class EngineConfig:
 
 _PRUNE_EVERY_CHUNKS = 8
 _RECENT_RESULTS = 256
+_FILE_WINDOWS_PER_RESULT_WRITE = 256
 # Raw PCM already at 16 kHz needs no decoding, only the frontend: ~0.15 ms for a 0.5 s chunk,
 # less than the executor round trip it would otherwise take (submit, wake-up, future chaining
 # measured at a third of the event loop's time with hundreds of streams). Such chunks up to
@@ -185,19 +186,39 @@ class _Worker:
             batch = await self.engine.run_blocking(self.pipeline.finish)
             await self._infer_and_store(batch, live=True)
         else:
-            data = await self.engine.store.read(lambda s: _read_all_chunks(s, session.id))
-            batches = await self.engine.run_blocking(self.pipeline.file_windows, data)
-            decoded_s = self.pipeline.samples_seen / FRONTEND.sample_rate_hz
-            self.engine.metrics.audio_seconds.labels("file").inc(decoded_s)
-            submitted = [asyncio.ensure_future(self._probabilities(b, live=False)) for b in batches]
-            try:
-                for batch, probabilities in zip(batches, submitted, strict=True):
-                    await self._store(batch, await probabilities)
-            finally:
-                for future in submitted:
-                    future.cancel()
+            await self._infer_file()
             session.pending_chunks = 0
         await self._mark_done()
+
+    async def _infer_file(self) -> None:
+        """Decode, then compute windows block by block while earlier blocks are in the model,
+        and store results in order as they come back."""
+        session_id = self.session.id
+        data = await self.engine.store.read(partial(_read_all_chunks, session_id=session_id))
+        samples = await self.engine.run_blocking(self.pipeline.decode_file, data)
+        del data
+        self.engine.metrics.audio_seconds.labels("file").inc(len(samples) / FRONTEND.sample_rate_hz)
+        in_flight: deque[tuple[WindowBatch, asyncio.Future[Any]]] = deque()
+
+        def submit(batch: WindowBatch) -> None:
+            for piece in split_batch(batch, _FILE_WINDOWS_PER_RESULT_WRITE):
+                in_flight.append(
+                    (piece, asyncio.ensure_future(self._probabilities(piece, live=False)))
+                )
+
+        try:
+            for block in self.pipeline.file_blocks(samples):
+                submit(await self.engine.run_blocking(self.pipeline.push_block, block))
+                while in_flight and in_flight[0][1].done():
+                    batch, probabilities = in_flight.popleft()
+                    await self._store(batch, probabilities.result())
+            submit(await self.engine.run_blocking(self.pipeline.finish_file))
+            while in_flight:
+                batch, probabilities = in_flight.popleft()
+                await self._store(batch, await probabilities)
+        finally:
+            for _, future in in_flight:
+                future.cancel()
 
     async def _infer_and_store(self, batch: WindowBatch, live: bool) -> None:
         if len(batch):

@@ -17,9 +17,9 @@ from models.yamnet.frontend import Patch, PatchWindower, StreamingLogMel
 from models.yamnet.spec import FRONTEND, FrontendParams
 from server.audio import AudioFormat, DecodeLimits, StreamDecoder, decode_file
 
-__all__ = ["AudioPipeline", "WindowBatch", "replay_frame_bytes"]
+__all__ = ["AudioPipeline", "WindowBatch", "replay_frame_bytes", "split_batch"]
 
-_FILE_BLOCK_SAMPLES = 30 * FRONTEND.sample_rate_hz
+_FILE_BLOCK_SAMPLES = 15 * FRONTEND.sample_rate_hz
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,32 @@ class AudioPipeline:
 
     # -- files ----------------------------------------------------------------------------
 
+    def decode_file(self, data: bytes) -> npt.NDArray[np.float32]:
+        """Decode a whole file (the concatenation of its chunks) to 16 kHz mono."""
+        return decode_file(self._fmt, data, self._limits)
+
+    def file_blocks(self, samples: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        """Cut decoded audio into blocks whose windows can be computed while earlier ones run."""
+        return [
+            samples[i : i + _FILE_BLOCK_SAMPLES]
+            for i in range(0, samples.shape[0], _FILE_BLOCK_SAMPLES)
+        ]
+
+    def push_block(self, block: npt.NDArray[np.float32]) -> WindowBatch:
+        """The windows a block of file audio completes."""
+        return self._push(block)
+
+    def finish_file(self) -> WindowBatch:
+        """The zero-padded tail windows once all blocks are in."""
+        return self._pad_tail()
+
     def file_windows(self, data: bytes, max_windows: int = 256) -> list[WindowBatch]:
-        """Decode a whole file (concatenated chunks) and cut it into windows, padded at the end."""
-        samples = decode_file(self._fmt, data, self._limits)
-        batches: list[WindowBatch] = []
-        for start in range(0, samples.shape[0], _FILE_BLOCK_SAMPLES):
-            batch = self._push(samples[start : start + _FILE_BLOCK_SAMPLES])
-            if len(batch):
-                batches.append(batch)
-        tail = self._pad_tail()
-        if len(tail):
-            batches.append(tail)
-        return [piece for batch in batches for piece in _split(batch, max_windows)]
+        """All windows of a whole file at once (tests and tools; the engine streams blocks)."""
+        batches = [self.push_block(b) for b in self.file_blocks(self.decode_file(data))]
+        batches.append(self.finish_file())
+        return [
+            piece for batch in batches if len(batch) for piece in split_batch(batch, max_windows)
+        ]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -155,7 +169,7 @@ def _join(first: WindowBatch, second: WindowBatch) -> WindowBatch:
     return WindowBatch(first.first_index, np.concatenate([first.patches, second.patches]), levels)
 
 
-def _split(batch: WindowBatch, size: int) -> list[WindowBatch]:
+def split_batch(batch: WindowBatch, size: int) -> list[WindowBatch]:
     return [
         WindowBatch(
             batch.first_index + i,
