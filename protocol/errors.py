@@ -102,9 +102,13 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def error_body(status_code: int, message: str) -> dict[str, Any]:
-    """The GenericError schema: ``{"error": str, "status_code": int}``."""
-    return {"error": message, "status_code": status_code}
+def error_body(status_code: int, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """The GenericError schema: ``{"error": str, "status_code": int}``, plus the request id
+    that the server's log lines carry, when there is one."""
+    body: dict[str, Any] = {"error": message, "status_code": status_code}
+    if request_id:
+        body["request_id"] = request_id
+    return body
 
 
 def error_from_body(status_code: int, body: Any) -> ApiError:

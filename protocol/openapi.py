@@ -218,6 +218,10 @@ def _schemas() -> dict[str, Schema]:
                     "description": "Human-readable description; do not parse it.",
                 },
                 "status_code": _int(400, 599, description="HTTP status code returned."),
+                "request_id": {
+                    "type": "string",
+                    "description": "Identifies the request in the server's logs (also in X-Request-Id).",
+                },
             },
         ),
         "Page": _response_object(

@@ -32,6 +32,7 @@ from server.cors import cors_middleware
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.handlers import routes
+from server.logredact import install_redaction
 from server.metrics import Metrics, metrics_middleware
 from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
@@ -52,6 +53,7 @@ def _model_dir(settings: Settings) -> Path:
 
 
 def create_app(settings: Settings) -> web.Application:
+    install_redaction()
     max_body = 4 * -(-settings.max_chunk_bytes // 3) + _BODY_OVERHEAD_BYTES
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]

@@ -45,7 +45,15 @@ def _error(
 ) -> web.Response:
     request_id = request.get(REQUEST_ID, "")
     merged = {"X-Request-Id": request_id, **(headers or {})}
-    return json_response(request, error_body(status, message), status=status, headers=merged)
+    if status >= 500 or status in (408, 429):
+        # The route template, never the path: a session id in a path is a capability.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        log.warning(
+            "request %s %s %s -> %d: %s", request_id, request.method, route, status, message
+        )
+    body = error_body(status, message, request_id)
+    return json_response(request, body, status=status, headers=merged)
 
 
 @web.middleware

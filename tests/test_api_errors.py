@@ -18,7 +18,8 @@ ONE_MIB = 1024 * 1024
 async def error_of(response, status: int) -> str:  # type: ignore[no-untyped-def]
     assert response.status == status, await response.text()
     body = await response.json()
-    assert set(body) == {"error", "status_code"}
+    assert set(body) == {"error", "status_code", "request_id"}
+    assert body["request_id"] == response.headers["X-Request-Id"]
     assert body["status_code"] == status
     assert isinstance(body["error"], str) and body["error"]
     return str(body["error"])
