@@ -202,7 +202,9 @@ async def test_status_query_validation(api: Api, stream_id: str) -> None:
 
 async def test_token_from_another_session_is_400(api: Api, stream_id: str) -> None:
     other = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
-    token = (await api.status(other))["inference"]["page"]["next_token"]
+    token = (await api.status(other, headers={"Prefer": "wait=0"}))["inference"]["page"][
+        "next_token"
+    ]
     response = await api.client.get(
         f"/api/v1/audio_sessions/{stream_id}/status", params={"next_token": token}
     )
