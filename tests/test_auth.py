@@ -12,7 +12,6 @@ from server.config import Settings
 from server.store import Store
 from tests.conftest import RAW_S16, Api, b64, s16, tone
 
-
 NO_WAIT = {"Prefer": "wait=0"}  # status reads answer at once instead of long-polling
 
 
