@@ -165,6 +165,29 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def model_realtime_factor(seconds: float, runs: int) -> float:
+    """Audio seconds per CPU second of the model the server runs (its CPU default variant, at
+    its max batch), on log-mel patches of the same length of audio (2 windows per second)."""
+    from models.yamnet.frontend import log_mel_frames
+    from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+    from server.config import Settings
+    from server.runner import load_runner
+
+    runner = load_runner(Settings.from_env({}), WEIGHTS_DIR)
+    windows = int(seconds * 2)
+    patch = log_mel_frames(np.zeros(FRONTEND.patch_samples))[None].astype(np.float32)
+    patches = np.repeat(patch, windows, axis=0)
+    batch = runner.bucket_sizes[-1]
+    runner.run(patches[:batch])
+    factors = []
+    for _ in range(runs):
+        started = time.process_time()
+        for start in range(0, windows, batch):
+            runner.run(patches[start : start + batch])
+        factors.append(seconds / (time.process_time() - started))
+    return statistics.median(factors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table; optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -175,9 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for case in CASES:
         results.extend(measure(case, args.seconds, args.runs))
+    model_x = model_realtime_factor(args.seconds, args.runs)
     print(f"audio seconds decoded per CPU second (x realtime), {args.seconds:g} s signal, "
           f"{args.runs} runs, stream chunks {STREAM_CHUNK_S:g} s")  # fmt: skip
     print(format_table(results))
+    slowest = min(results, key=lambda r: r.median)
+    print(
+        f"\nthe model on the same audio (server variant, CPU): {model_x:.0f}x realtime; "
+        f"the slowest decode ({slowest.name} {slowest.mode}, {slowest.median:.0f}x) costs "
+        f"{model_x / slowest.median:.2f} of the model's time for the same audio"
+    )
     if args.out:
         payload = {
             "seconds": args.seconds,
@@ -185,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "stream_chunk_s": STREAM_CHUNK_S,
             "unit": "audio seconds per CPU second",
             "results": [asdict(r) for r in results],
+            "model_audio_s_per_cpu_s": model_x,
         }
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=2)
