@@ -38,6 +38,9 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+_MAX_REMEMBERED_KEYS = 10_000
+
+
 class KeyDirectory:
     def __init__(self, db_path: Path) -> None:
         self._db = sqlite3.connect(
@@ -48,19 +51,30 @@ class KeyDirectory:
         self._marker_stamp: tuple[int, int] | None = None
         self._revoked: frozenset[int] = frozenset()
         self._known: frozenset[int] = frozenset()
+        self._callers: dict[bytes, Caller] = {}
 
     def close(self) -> None:
         self._db.close()
 
     def authenticate(self, key: str) -> Caller:
-        """Raise Unauthorized unless ``key`` is a known, unrevoked key."""
+        """Raise Unauthorized unless ``key`` is a known, unrevoked key.
+
+        Successful lookups are remembered by the key's hash until the revocation marker
+        changes, so clients that send their key on every call cost no query per call."""
         key_hash = hash_key(key)
+        self._refresh()
+        cached = self._callers.get(key_hash)
+        if cached is not None:
+            return cached
         row = self._db.execute(
             "SELECT id, name, key_hash, revoked_at FROM keys WHERE key_hash = ?", (key_hash,)
         ).fetchone()
         if row is None or not keys_match(bytes(row[2]), key) or row[3] is not None:
             raise Unauthorized("API key is missing, invalid or revoked")
-        return Caller(int(row[0]), str(row[1]))
+        caller = Caller(int(row[0]), str(row[1]))
+        if len(self._callers) < _MAX_REMEMBERED_KEYS:
+            self._callers[key_hash] = caller
+        return caller
 
     def is_revoked(self, key_id: int) -> bool:
         """Whether ``key_id`` is revoked (or unknown), as of this very call."""
@@ -78,6 +92,7 @@ class KeyDirectory:
             stamp = (0, 0)
         if stamp == self._marker_stamp:
             return
+        self._callers.clear()  # a key may have been revoked: authenticate afresh
         rows = self._db.execute("SELECT id, revoked_at FROM keys").fetchall()
         self._known = frozenset(row[0] for row in rows)
         self._revoked = frozenset(row[0] for row in rows if row[1] is not None)

@@ -8,6 +8,7 @@ time are separate histograms, as Triton reports them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -93,12 +94,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def metrics_middleware(
     metrics: Metrics,
 ) -> Middleware:
+    children: dict[tuple[str, str, int], Any] = {}  # label lookups are costly per request
+
     @web.middleware
     async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else "unmatched"
-        metrics.requests.labels(template, request.method, str(response.status)).inc()
+        key = (template, request.method, response.status)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = metrics.requests.labels(
+                template, request.method, str(response.status)
+            )
+        child.inc()
         return response
 
     return count_requests

@@ -59,6 +59,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.data_received(data)
 
     def _track(self, data: bytes) -> None:
+        if self._body_remaining >= len(data):  # the common case: more of a request body
+            self._body_remaining -= len(data)
+            return
         view = memoryview(data)
         while view:
             if self._body_remaining:
