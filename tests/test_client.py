@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +40,13 @@ from protocol.sync_client import SyncTympanClient
 from server.app import create_app
 from server.config import Settings
 from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, make_key, s16, tone
+from tests.serverproc import ServerProcess, free_port
 
 HALF_SECOND_BYTES = SAMPLE_RATE_HZ  # 0.5 s of s16 mono
 # Many quick attempts: a restart on a loaded 2-core machine can take several seconds.
 FAST_RETRY = RetryPolicy(
     max_attempts=200, initial_backoff_s=0.02, max_backoff_s=0.3, max_elapsed_s=30.0
 )
-TYMPAN = Path(sys.executable).parent / "tympan"
-READY_TIMEOUT_S = 30.0
 
 ServerFactory = Callable[..., Any]
 
@@ -62,57 +55,8 @@ def chunked(data: bytes, size: int = HALF_SECOND_BYTES) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def base_url(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
-
-
-class ServerProcess:
-    """``tympan serve`` as a child process on a fixed port and data directory."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_path = data_dir.parent / f"server-{self.port}.log"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TYMPAN_")}
-        command = [str(TYMPAN), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [*command, "--no-bootstrap-key"], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self._process is not None and self._process.poll() is None, self.log()
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except urllib.error.HTTPError as error:
-                error.close()
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not become ready:\n{self.log()}")
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-
-    def log(self) -> str:
-        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from server.client_cli import (
     summarize,
 )
 from tests.conftest import SPEECH_TEXT, make_key
-from tests.test_client import ServerProcess
+from tests.serverproc import ServerProcess
 
 LINE = re.compile(r"^\d+\.\d-\d+\.\d s  [^()]+ \(\d\.\d\d\)(, [^()]+ \(\d\.\d\d\))*$")
 SHORT_SPEECH = "Hello there, this is a short test."

@@ -16,7 +16,7 @@ import pytest
 
 from server.app import create_app
 from server.config import Settings
-from tests.test_durability import free_port
+from tests.serverproc import free_port
 
 
 @contextlib.asynccontextmanager

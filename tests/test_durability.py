@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,73 +14,20 @@ import numpy as np
 import pytest
 
 from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, make_key, s16, tone
+from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
 HALF_SECOND_BYTES = SAMPLE_RATE_HZ  # 0.5 s of s16 mono
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / "server.log"
-
-    def start(self) -> None:
-        env = {**os.environ, "TYMPAN_FSYNC": "true", "TYMPAN_LOG_LEVEL": "WARNING"}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "server.cli",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--no-bootstrap-key",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    pass
-                import urllib.request
-
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not become ready:\n" + self.log.read_text())
-
-    def signal(self, sig: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "var")
+    process = ServerProcess(
+        tmp_path / "var", env={"TYMPAN_FSYNC": "true", "TYMPAN_LOG_LEVEL": "WARNING"}
+    )
     process.data_dir.mkdir(parents=True)
     yield process
-    if process.process is not None and process.process.poll() is None:
-        process.process.kill()
-        process.process.wait()
+    process.kill()
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:
@@ -137,7 +79,7 @@ def expected_windows(seconds: float) -> int:
 
 async def test_sigkill_mid_upload_loses_nothing(server: ServerProcess) -> None:
     key = make_key(server.data_dir, "crash")
-    server.start()
+    server.start(wait=True)
     audio = s16(tone(523.0, 12.0, 0.3))
     chunks = [audio[i : i + HALF_SECOND_BYTES] for i in range(0, len(audio), HALF_SECOND_BYTES)]
     headers = {"x-api-key": key}
@@ -187,7 +129,7 @@ async def test_sigkill_mid_upload_loses_nothing(server: ServerProcess) -> None:
     assert all(acked for _, _, acked in sessions[:-1]), "the kill came before any upload"
     assert all(len(acked) < len(chunks) for _, _, acked in sessions[:-1]), "the kill came too late"
 
-    server.start()
+    server.start(wait=True)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         for kind, session_id, acked in sessions[:-1]:
             status, page = await call(
@@ -229,7 +171,7 @@ async def test_sigkill_mid_upload_loses_nothing(server: ServerProcess) -> None:
 
 async def test_sigterm_is_graceful_and_loses_nothing(server: ServerProcess) -> None:
     key = make_key(server.data_dir, "term")
-    server.start()
+    server.start(wait=True)
     audio = s16(tone(800.0, 4.0, 0.3))
     chunks = [audio[i : i + HALF_SECOND_BYTES] for i in range(0, len(audio), HALF_SECOND_BYTES)]
     async with aiohttp.ClientSession() as http:
@@ -250,7 +192,7 @@ async def test_sigterm_is_graceful_and_loses_nothing(server: ServerProcess) -> N
             )
             assert status == 200
     assert server.signal(signal.SIGTERM) == 0
-    server.start()
+    server.start(wait=True)
     async with aiohttp.ClientSession() as http:
         status, page = await call(
             http, "GET", f"{server.url}/api/v1/audio_sessions/{session_id}/status"
