@@ -22,12 +22,10 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,9 @@ from typing import Any
 import aiohttp
 import msgpack
 import numpy as np
+
+from benchmarks.machine import free_port, process_cpu_seconds
+from benchmarks.machine import machine_info as base_machine_info
 
 __all__ = [
     "ServerProcess",
@@ -91,16 +92,6 @@ class Case:
 # -- server ---------------------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process, all threads, from /proc/PID/stat."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle since boot (/proc/stat), to see other load."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -142,12 +133,6 @@ def snapshot_source(destination: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class ServerProcess:
     """``tympan serve`` in a subprocess on a free loopback port, with a key of its own, over a
     data dir that it creates afresh; a context manager that stops it (SIGINT, then SIGKILL)."""
@@ -183,7 +168,7 @@ class ServerProcess:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        port = _free_port()
+        port = free_port()
         log_path = self.data_dir / "server.log"
         with open(log_path, "wb") as log:
             self._process = subprocess.Popen(
@@ -274,14 +259,7 @@ def _filesystem(path: Path) -> dict[str, Any]:
 
 
 def machine_info(data_dir: Path | None = None) -> dict[str, Any]:
-    memory_kib = _first_line_value("/proc/meminfo", "MemTotal:")
-    info: dict[str, Any] = {
-        "cpu_model": _first_line_value("/proc/cpuinfo", "model name") or platform.processor(),
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": round(int(memory_kib.split()[0]) / 1024**2, 1) if memory_kib else None,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
+    info = base_machine_info()
     if data_dir is not None:
         info["data_dir_filesystem"] = _filesystem(data_dir)
     return info

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from benchmarks.machine import machine_info
 from models.yamnet.frontend import log_mel_frames
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
@@ -230,23 +230,10 @@ async def run_file(settings: Settings, audio: bytes) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "commit": commit,
-    }
+    return {**machine_info(), "commit": commit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from benchmarks.machine import machine_info as base_machine_info
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.variants import (
     ORIGINAL,
@@ -171,28 +171,14 @@ def _best(cells: list[Cell]) -> dict[str, dict[str, int | float]]:
     return best
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict[str, object]:
     """What the numbers depend on; the load average says whether the host was busy."""
     return {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **base_machine_info(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "onnxruntime": ort.__version__,
         "provider": PROVIDER,
-        "load_average_1m": os.getloadavg()[0],
     }
 
 

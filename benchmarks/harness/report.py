@@ -5,45 +5,15 @@ on stdout."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import machine_info
+
 __all__ = ["format_table", "git_info", "machine_info", "plot", "write_json"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu_model": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": _memory_gib(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def git_info() -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,23 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from benchmarks.machine import free_port, process_cpu_seconds
+
 __all__ = ["ManagedServer", "ServerHandle", "process_cpu_seconds", "process_peak_rss_mib"]
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
 _POLL_INTERVAL_S = 0.1
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process (all its threads), or None if unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # After the command name: state is field 3, utime 14 and stime 15 (proc(5), 1-based).
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
 
 
 def process_peak_rss_mib(pid: int) -> float | None:
@@ -63,12 +53,6 @@ class ServerHandle:
         return None if self.pid is None else process_peak_rss_mib(self.pid)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
@@ -93,7 +77,7 @@ class ManagedServer:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        port = _free_port()
+        port = free_port()
         log_path = self._log_path or data_dir / "server.log"
         with open(log_path, "wb") as log:
             self._process = subprocess.Popen(
