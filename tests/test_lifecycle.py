@@ -155,3 +155,17 @@ async def test_prefer_wait_0_answers_at_once(api: Api) -> None:
     page = await api.status(session_id, headers={"Prefer": "wait=0"})
     assert page["inference"]["results"] == []
     assert asyncio.get_running_loop().time() - started < 2.0  # the long-poll would take 5 s
+
+
+async def test_a_waiting_reader_does_not_block_the_server(api: Api) -> None:
+    """Regression: a status read on a stream that had no chunk yet spun the event loop for the
+    whole long-poll, freezing every other request."""
+    session_id = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
+    waiting = asyncio.create_task(api.status(session_id))
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await api.client.get("/healthz")).status == 200
+    assert loop.time() - started < 1.0
+    assert not waiting.done()
+    waiting.cancel()

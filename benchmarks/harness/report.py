@@ -46,6 +46,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     runs = sorted(result["runs"], key=lambda r: r["streams"])
     bound = (result.get("sweep") or {}).get("p99_bound_ms")
@@ -61,6 +62,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         cdf_ax.axvline(bound, color="red", linestyle="--", label=f"bound {bound:g} ms")
     cdf_ax.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
     cdf_ax.set_xscale("log")
+    cdf_ax.xaxis.set_major_formatter(ScalarFormatter())
     cdf_ax.set(title="Window latency CDF", xlabel="chunk sent -> result received (ms)")
     cdf_ax.set_ylabel("fraction of windows")
     cdf_ax.legend(fontsize="small")
@@ -87,6 +89,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 "x", (run["streams"], run["window_latency_ms"]["p99"] or 0), color="red"
             )
     tail_ax.set_yscale("log")
+    tail_ax.yaxis.set_major_formatter(ScalarFormatter())
     tail_ax.set(title="Latency tails (x: failed/missing)", xlabel="live streams", ylabel="ms")
     tail_ax.legend(fontsize="small")
 
@@ -98,11 +101,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     cpu_ax.set_ylabel("CPU cores busy")
     files = [r for r in runs if r["throughput"]["file_x_realtime"] is not None]
     if files:
-        note = ", ".join(f"{r['streams']}: {r['throughput']['file_x_realtime']:g}x" for r in files)
+        note = ", ".join(
+            f"{r['throughput']['file_x_realtime']:g}x @ {r['streams']}" for r in files[-3:]
+        )
         load_ax.text(
             0.02,
             0.96,
-            f"file throughput (x realtime) {note}",
+            f"file throughput (x realtime @ streams): {note}",
             fontsize="small",
             transform=load_ax.transAxes,
             va="top",
