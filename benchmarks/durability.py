@@ -30,8 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ import aiohttp
 import msgpack
 import numpy as np
 
-from benchmarks.machine import free_port, process_cpu_seconds
+from benchmarks.machine import launch_server, process_cpu_seconds, stop_server
 from benchmarks.machine import machine_info as base_machine_info
 
 __all__ = [
@@ -65,8 +63,6 @@ MAX_SESSION_AUDIO_S = 3.5 * 3600.0
 # What is measured is storage, so the per-key request rate limit is off.
 SERVER_ENV = {"TYMPAN_RATE_LIMIT_PER_KEY": "0"}
 _DISTINCT_BODIES = 8
-_READY_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 10.0
 _SETTLE_S = 1.0
 _MAX_CONSECUTIVE_ERRORS = 20
 _ERROR_BACKOFF_S = 0.05
@@ -102,15 +98,6 @@ def machine_busy_seconds() -> float:
 def _own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _tympan_command(*args: str, source: Path | None = None) -> list[str]:
-    if source is not None:
-        return [sys.executable, "-m", "server.cli", *args]
-    script = Path(sys.executable).with_name("tympan")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "server.cli", *args]
 
 
 def snapshot_source(destination: Path) -> str:
@@ -159,72 +146,14 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True)
-        data = str(self.data_dir)
-        self.api_key = subprocess.run(
-            _tympan_command("keys", "create", "bench", "--data-dir", data, source=self.source),
-            env=self.env,
-            cwd=self.source,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        port = free_port()
-        log_path = self.data_dir / "server.log"
-        with open(log_path, "wb") as log:
-            self._process = subprocess.Popen(
-                _tympan_command(
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    data,
-                    "--no-bootstrap-key",
-                    source=self.source,
-                ),
-                env=self.env,
-                cwd=self.source,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.url = f"http://127.0.0.1:{port}"
-        try:
-            self._wait_ready(log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self._process, self.url, self.api_key = launch_server(
+            self.data_dir, self.env, self.data_dir / "server.log", cwd=self.source
+        )
         return self
-
-    def _wait_ready(self, log_path: Path) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the server exited with {self._process.returncode}:\n{tail}")
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(self.url + "/readyz", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"the server was not ready within {_READY_TIMEOUT_S:.0f} s")
 
     def stop(self) -> int | None:
         """Stop the server; its exit status (None if it never started)."""
-        process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_server(self._process)
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

@@ -1,14 +1,31 @@
-"""What every benchmark records about the machine it ran on, and small process helpers."""
+"""What every benchmark records about the machine it ran on, and the server processes they
+start and measure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_model", "free_port", "machine_info", "memory_gib", "process_cpu_seconds"]
+__all__ = [
+    "cpu_model",
+    "free_port",
+    "launch_server",
+    "machine_info",
+    "memory_gib",
+    "process_cpu_seconds",
+    "stop_server",
+    "tympan_command",
+]
 
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -60,3 +77,61 @@ def process_cpu_seconds(pid: int) -> float | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     # After the command name: utime and stime are fields 14 and 15 of proc(5) (1-based).
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
+
+
+_READY_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 15.0
+_POLL_INTERVAL_S = 0.1
+
+
+def tympan_command(*args: str) -> list[str]:
+    """The ``tympan`` command line, run by this interpreter (works from a source snapshot too)."""
+    return [sys.executable, "-m", "server.cli", *args]
+
+
+def launch_server(
+    data_dir: Path, env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Create a key, start ``tympan serve`` on a free loopback port over ``data_dir`` and wait
+    until it is ready. Returns the process, its URL and the key; a server that exits or is not
+    ready in time is stopped and reported with the tail of its log."""
+    key = subprocess.run(
+        tympan_command("keys", "create", "bench", "--data-dir", str(data_dir)),
+        env=env, cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    port = free_port()
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            tympan_command(*serve, "--no-bootstrap-key"),
+            env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{tail}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url + "/readyz", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return process, url, key
+        time.sleep(_POLL_INTERVAL_S)
+    stop_server(process)
+    raise RuntimeError(f"the server was not ready within {_READY_TIMEOUT_S:.0f} s")
+
+
+def stop_server(process: subprocess.Popen[bytes] | None) -> int | None:
+    """SIGINT (graceful), then SIGKILL if it lingers; the exit status, None if never started."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
