@@ -78,7 +78,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     state = app[ENGINE_STATE]
     store = Store(settings.db_path, fsync=settings.fsync)
     token_key = store.secret("next_token_key")
-    store_thread = StoreThread(store)
+    store_thread = StoreThread(store, reader=Store(settings.db_path, read_only=True))
     keys = KeyDirectory(settings.db_path)
     infer_executor = ThreadPoolExecutor(
         settings.inference_workers, thread_name_prefix="tympan-infer"

@@ -256,10 +256,14 @@ class _Worker:
         self.notify()
 
     async def _mark_done(self) -> None:
+        """Inference is over: record it, then drop the audio in the background. Pruning a long
+        file zeroes megabytes of pages (secure_delete), tens of milliseconds that readers need
+        not wait for; audio left by a crash in between is pruned at the next start."""
         session_id = self.session.id
-        prune = self.engine.config.prune_consumed_audio
-        await self.engine.store.write(partial(_finish_session, session_id=session_id, prune=prune))
+        await self.engine.store.write(partial(Store.mark_inference_done, session_id=session_id))
         self.session.inference_done = True
+        if self.engine.config.prune_consumed_audio:
+            self.engine.prune_in_background(session_id)
 
     async def _fail(self, exc: Exception) -> None:
         """An error makes the session readonly and cancels its pending inference."""
@@ -287,11 +291,10 @@ def _fail_session(store: Store, session_id: str, error: str) -> None:
     _finish_session(store, session_id)
 
 
-def _finish_session(store: Store, session_id: str, prune: bool = True) -> None:
+def _finish_session(store: Store, session_id: str) -> None:
     """Inference is over: mark it, and drop the raw audio nobody needs any more."""
     store.mark_inference_done(session_id)
-    if prune:
-        store.prune_chunks(session_id, below_seq=2**62)
+    store.prune_chunks(session_id, below_seq=2**62)
 
 
 class InferenceEngine:
@@ -366,6 +369,17 @@ class InferenceEngine:
             session.pending_chunks = len(layout)
         if session.state is SessionState.READONLY:
             self.readonly(session)
+
+    def prune_in_background(self, session_id: str) -> None:
+        """Delete the kept audio of a session whose inference is over, off the reader's path."""
+
+        async def prune() -> None:
+            with contextlib.suppress(StoreError):
+                await self.store.write(
+                    partial(Store.prune_chunks, session_id=session_id, below_seq=2**62)
+                )
+
+        self._spawn(prune(), f"prune-{session_id[:8]}")
 
     # -- queries --------------------------------------------------------------------------
 

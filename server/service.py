@@ -118,6 +118,8 @@ class SessionService:
     async def load(self) -> int:
         """Bring sessions back from the store and resume their inference."""
         rows = await self._store.read(lambda s: s.load_sessions())
+        if self._settings.audio_retention == "consumed":
+            await self._store.write(Store.prune_finished_sessions)
         for row in rows:
             session = Session(
                 id=row.id,

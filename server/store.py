@@ -141,11 +141,18 @@ class ResultRow:
 class Store:
     """Synchronous store. Not thread-safe: one thread owns it (``StoreThread``)."""
 
-    def __init__(self, db_path: Path, fsync: bool = True) -> None:
+    def __init__(self, db_path: Path, fsync: bool = True, read_only: bool = False) -> None:
+        """``read_only``: a second connection for reads only (see ``StoreThread``); it expects
+        the database to exist and never writes (``query_only``)."""
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.read_only = read_only
         self.keys_marker = keys_marker_path(db_path)
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        if read_only:
+            self._db.execute("PRAGMA query_only=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL fsyncs the WAL on every commit (survives power loss); NORMAL survives a process
         # crash, which is what SIGKILL tests, at a fraction of the cost.
@@ -167,8 +174,9 @@ class Store:
         return Path(self._db.execute("PRAGMA database_list").fetchone()[2])
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if not self.read_only:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     # -- transactions ---------------------------------------------------------------------
@@ -378,6 +386,16 @@ class Store:
             "DELETE FROM chunk_audio WHERE session_id = ? AND seq < ?", (session_id, below_seq)
         )
 
+    def prune_finished_sessions(self) -> int:
+        """Drop audio still kept for sessions whose inference is over (a crash came between
+        marking one done and pruning it); returns how many chunks were dropped."""
+        finished = "SELECT id FROM sessions WHERE inference_done = 1"
+        self._db.execute(
+            f"UPDATE chunks SET pruned = 1 WHERE pruned = 0 AND session_id IN ({finished})"
+        )
+        cursor = self._db.execute(f"DELETE FROM chunk_audio WHERE session_id IN ({finished})")
+        return cursor.rowcount
+
     # -- results --------------------------------------------------------------------------
 
     def add_results(self, session_id: str, results: Iterable[ResultRow]) -> int:
@@ -429,15 +447,28 @@ class StoreThread:
 
     On the event loop side, calls made during one loop iteration travel as one ``_Op``; on the
     thread side, every write of every queued op goes into one transaction (group commit).
+
+    With a ``reader`` (a read-only connection to the same database), reads run on a thread of
+    their own: WAL lets them proceed while the writer commits, so a reader never waits behind
+    a group commit's fsync or a long deletion. A read sees every write acknowledged before it
+    was made (acknowledgement follows the commit).
     """
 
-    def __init__(self, store: Store, max_group: int = 512) -> None:
+    def __init__(self, store: Store, max_group: int = 512, reader: Store | None = None) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_group = max_group
         self._pending: list[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]] = []
         self._thread = threading.Thread(target=self._run, name="tympan-store", daemon=True)
         self._thread.start()
+        self._reader = reader
+        self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._read_thread: threading.Thread | None = None
+        if reader is not None:
+            self._read_thread = threading.Thread(
+                target=self._run_reads, args=(reader,), name="tympan-store-read", daemon=True
+            )
+            self._read_thread.start()
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, args=(store.path,), name="tympan-checkpoint", daemon=True
@@ -467,7 +498,7 @@ class StoreThread:
 
     def call_sync(self, fn: Callable[[Store], T], write: bool = True) -> T:
         op = _Op([(fn, write)])
-        self._queue.put(op)
+        self._queue_for(write).put(op)
         value, error = op.future.result()[0]
         if error is not None:
             raise error
@@ -481,12 +512,30 @@ class StoreThread:
         self._pending.append((fn, write, future))
         return await future
 
+    def _queue_for(self, write: bool) -> queue.SimpleQueue[Any]:
+        return self._queue if write or self._reader is None else self._read_queue
+
     def _flush(self) -> None:
         # A call whose caller was cancelled before it left is dropped: it was never acknowledged.
         pending = [item for item in self._pending if not item[2].done()]
         self._pending = []
         if not pending:
             return
+        if self._reader is None:
+            self._send(pending, self._queue)
+            return
+        writes = [item for item in pending if item[1]]
+        reads = [item for item in pending if not item[1]]
+        if writes:
+            self._send(writes, self._queue)
+        if reads:
+            self._send(reads, self._read_queue)
+
+    def _send(
+        self,
+        pending: list[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]],
+        target: queue.SimpleQueue[Any],
+    ) -> None:
         op = _Op([(fn, write) for fn, write, _ in pending])
         futures = [future for _, _, future in pending]
 
@@ -501,13 +550,23 @@ class StoreThread:
                     future.set_exception(error)
 
         asyncio.wrap_future(op.future).add_done_callback(deliver)
-        self._queue.put(op)
+        target.put(op)
 
     def close(self) -> None:
         self._stop_checkpoints.set()
         self._checkpointer.join()
+        if self._read_thread is not None:
+            self._read_queue.put(_STOP)
+            self._read_thread.join()
         self._queue.put(_STOP)
         self._thread.join()
+
+    def _run_reads(self, reader: Store) -> None:
+        try:
+            while (op := self._read_queue.get()) is not _STOP:
+                op.future.set_result([self._call(fn, reader) for fn, _ in op.calls])
+        finally:
+            reader.close()
 
     def _run(self) -> None:
         stopping = False
@@ -567,8 +626,8 @@ class StoreThread:
             done = {(o, c): (None, error) for o, c, _ in writes}
         outcomes.update(done)
 
-    def _call(self, fn: Callable[[Store], Any]) -> _Outcome:
+    def _call(self, fn: Callable[[Store], Any], store: Store | None = None) -> _Outcome:
         try:
-            return fn(self._store), None
+            return fn(store or self._store), None
         except Exception as exc:
             return None, exc
