@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, thread_cpu_seconds
 from models.yamnet.frontend import log_mel_frames
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
@@ -168,6 +168,9 @@ async def run_streams(
         stream_audio = audio[: chunks * CHUNK_BYTES]
         start = time.perf_counter() + 0.5
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        threads0 = thread_cpu_seconds()
+        stats = service._engine.scheduler.stats
+        executions0, windows0, compute0 = stats.executions, stats.windows, stats.compute_s
         await asyncio.gather(
             *(
                 _stream(service, log, stream_audio, start + i * HOP_S / streams)
@@ -176,6 +179,10 @@ async def run_streams(
             *(asyncio.wait_for(_reader(service, log, windows), seconds + 30) for log in logs),
         )
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        threads = {
+            name: round(seconds - threads0.get(name, 0.0), 2)
+            for name, seconds in thread_cpu_seconds().items()
+        }
         latencies = [
             log.result_times[k] - log.send_times[k + 1]
             for log in logs
@@ -192,6 +199,10 @@ async def run_streams(
             "cpu_s": cpu,
             "wall_s": wall,
             "cpu_s_per_audio_s": cpu / audio_s,
+            "cpu_s_by_thread": threads,
+            "model_executions": stats.executions - executions0,
+            "mean_batch": (stats.windows - windows0) / max(1, stats.executions - executions0),
+            "model_wall_s": stats.compute_s - compute0,
             "loadavg": os.getloadavg(),
         }
     finally:
@@ -295,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"max {s['latency_ms']['max']:.1f} ms, {s['windows']}/{s['windows_expected']} windows, "
                 f"CPU {s['cpu_s_per_audio_s'] * 1000:.2f} ms/audio-s = {s['cpu_vs_bare_model']:.2f}x bare | "
                 f"file {file['audio_s_per_wall_s']:.0f} audio-s/s = {entry['file']['fraction_of_ceiling']:.2f} of ceiling",
+                flush=True,
+            )
+            print(
+                f"  stream CPU s by thread: {s['cpu_s_by_thread']}; {s['model_executions']} "
+                f"model runs, mean batch {s['mean_batch']:.1f}, model wall {s['model_wall_s']:.1f} s",
                 flush=True,
             )
 

@@ -24,6 +24,7 @@ __all__ = [
     "memory_gib",
     "process_cpu_seconds",
     "stop_server",
+    "thread_cpu_seconds",
     "tympan_command",
 ]
 
@@ -77,6 +78,28 @@ def process_cpu_seconds(pid: int) -> float | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     # After the command name: utime and stime are fields 14 and 15 of proc(5) (1-based).
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """User + system CPU seconds of each thread of this process, by thread role: Python
+    threads by name with trailing worker numbers dropped ("tympan-infer_0" -> "tympan-infer"),
+    the main thread as "main", threads Python does not know (native libraries) as "native"."""
+    import re
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main_id = threading.main_thread().native_id
+    totals: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
+            name = "main" if tid == main_id else names.get(tid, "native")
+            role = re.sub(r"_\d+$", "", name)
+            totals[role] = totals.get(role, 0.0) + seconds
+    return totals
 
 
 _READY_TIMEOUT_S = 60.0
