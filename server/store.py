@@ -605,8 +605,10 @@ class StoreThread:
         done: dict[tuple[int, int], _Outcome] = {}
         try:
             self._store.begin()
-            for number, (o, c, fn) in enumerate(writes):
-                name = f"w{number}"
+            # One savepoint name for all: each is released before the next, and one fixed
+            # statement text stays in sqlite3's statement cache.
+            name = "w"
+            for o, c, fn in writes:
                 self._store.savepoint(name)
                 try:
                     value = fn(self._store)
