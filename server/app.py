@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,8 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     # worker threads spin between calls, which on a 2-core machine took the second core from
     # the model. Measured with 300 in-process streams: CPU per audio second 6.1 ms -> 3.3 ms.
     threadpool_limits(limits=1, user_api="blas")
+    previous_switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # see Settings
     state = app[ENGINE_STATE]
     store = Store(settings.db_path, fsync=settings.fsync)
     token_key = store.secret("next_token_key")
@@ -165,6 +168,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         infer_executor.shutdown(wait=True)
         decode_executor.shutdown(wait=True)
         keys.close()
+        sys.setswitchinterval(previous_switch_interval)
         store_thread.close()
         log.info("store closed")
 
