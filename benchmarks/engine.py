@@ -8,8 +8,9 @@ Usage: ``python -m benchmarks.engine [--streams 400] [--seconds 30] [--file-seco
   batch sizes 1..64, with the same thread settings.
 - Live streams: N sessions each add 0.5 s of real audio (speech and tones) every 0.5 s, start
   times spread over one hop. Per window, the time from the call that adds its last chunk to the
-  moment its stored result is readable through the status path (a long-polling reader per
-  stream). CPU seconds of the whole process per audio second, against the bare model's.
+  moment its result is stored (the engine's result listener; ``--readers`` observes through a
+  long-polling status reader per stream instead, as clients do, and counts their CPU too).
+  CPU seconds of the whole process per audio second, against the bare model's, and by thread.
 - File: one session of ``--file-seconds`` of audio in 1 MiB chunks; wall time from readonly to
   the last stored result; audio seconds per wall second as a fraction of the ceiling
   (best patches/s x hop seconds).
@@ -155,14 +156,26 @@ async def _reader(service: SessionService, log: _StreamLog, windows: int) -> Non
 
 
 async def run_streams(
-    settings: Settings, streams: int, seconds: float, audio: bytes
+    settings: Settings, streams: int, seconds: float, audio: bytes, readers: bool = False
 ) -> dict[str, Any]:
+    """``readers``: observe results as a client would, one long-polling status reader per
+    stream (its cost is counted too); otherwise the engine tells when results are stored."""
     runner, service, key = await _start(settings)
     try:
         logs = []
         for _ in range(streams):
             created = await service.create(key, {"type": "stream", "content_type": RAW_S16})
             logs.append(_StreamLog(created.refs.session_id))
+        by_session = {log.session_id: log for log in logs}
+
+        def stored(session_id: str, first_index: int, count: int) -> None:
+            now = time.perf_counter()
+            results = by_session[session_id].result_times
+            for index in range(first_index, first_index + count):
+                results.setdefault(index, now)
+
+        if not readers:
+            service._engine.result_listeners.append(stored)
         chunks = int(seconds / HOP_S)
         windows = chunks - 1  # live windows: chunk k+1 completes window k
         stream_audio = audio[: chunks * CHUNK_BYTES]
@@ -176,8 +189,16 @@ async def run_streams(
                 _stream(service, log, stream_audio, start + i * HOP_S / streams)
                 for i, log in enumerate(logs)
             ),
-            *(asyncio.wait_for(_reader(service, log, windows), seconds + 30) for log in logs),
+            *(
+                asyncio.wait_for(_reader(service, log, windows), seconds + 30)
+                for log in (logs if readers else [])
+            ),
         )
+        deadline = time.perf_counter() + 30
+        while not readers and time.perf_counter() < deadline:
+            if all(len(log.result_times) >= windows for log in logs):
+                break
+            await asyncio.sleep(0.05)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         threads = {
             name: round(seconds - threads0.get(name, 0.0), 2)
@@ -193,6 +214,7 @@ async def run_streams(
         return {
             "streams": streams,
             "seconds": seconds,
+            "observed_by": "status readers" if readers else "engine result listener",
             "windows": len(latencies),
             "windows_expected": streams * windows,
             "latency_ms": _percentiles(latencies),
@@ -257,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ceiling-seconds", type=float, default=2.0)
     parser.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--readers",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="observe results through one long-polling status reader per stream (a client's "
+        "view, its CPU counted) instead of the engine's result listener",
+    )
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--max-queue-delay-ms", type=float, default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -284,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
             bare = measure_bare_model(base, [1, 4, 16, 32, 64], args.ceiling_seconds)
             streams = asyncio.run(
                 run_streams(
-                    base.replace(data_dir=Path(tmp) / f"s{run}"), args.streams, args.seconds, audio
+                    base.replace(data_dir=Path(tmp) / f"s{run}"),
+                    args.streams,
+                    args.seconds,
+                    audio,
+                    readers=args.readers,
                 )
             )
             file_audio = audio[: int(args.file_seconds * 2 * FRONTEND.sample_rate_hz)]

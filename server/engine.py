@@ -254,6 +254,8 @@ class _Worker:
         self.recent.extend(rows)  # stored: now they may be served from memory
         self.session.results_count = count
         self.notify()
+        for listener in self.engine.result_listeners:
+            listener(session_id, batch.first_index, len(rows))
 
     async def _mark_done(self) -> None:
         """Inference is over: record it, then drop the audio in the background. Pruning a long
@@ -318,6 +320,9 @@ class InferenceEngine:
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}  # only for sessions someone waits on
+        # Called on the event loop with (session id, first window index, count) as soon as
+        # results are stored: in-process observers (benchmarks) without a reader per session.
+        self.result_listeners: list[Callable[[str, int, int], None]] = []
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
