@@ -163,6 +163,8 @@ class Store:
         # (the tail of live latency). The store thread's checkpointer copies the WAL back in
         # the background, without blocking the writer (PASSIVE).
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        # When the log restarts from its beginning (see StoreThread), cut the file back to this.
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._db.execute(
@@ -200,6 +202,11 @@ class Store:
     def rollback_to(self, name: str) -> None:
         self._db.execute(f"ROLLBACK TO {name}")
         self._db.execute(f"RELEASE {name}")
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """A PASSIVE checkpoint on this connection: (busy, frames in the log, frames copied)."""
+        busy, log_frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(log_frames), int(copied)
 
     # -- meta -----------------------------------------------------------------------------
 
@@ -440,6 +447,7 @@ class _Op:
 
 _STOP = object()
 _CHECKPOINT_INTERVAL_S = 1.0
+_WAL_SIZE_LIMIT_BYTES = 256 * 1024 * 1024
 
 
 class StoreThread:
@@ -454,8 +462,16 @@ class StoreThread:
     was made (acknowledgement follows the commit).
     """
 
-    def __init__(self, store: Store, max_group: int = 512, reader: Store | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_group: int = 512,
+        reader: Store | None = None,
+        checkpoint_interval_s: float = _CHECKPOINT_INTERVAL_S,
+    ) -> None:
         self._store = store
+        self._stop_checkpoints = threading.Event()
+        self._catch_up_checkpoint = threading.Event()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_group = max_group
         self._pending: list[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]] = []
@@ -469,24 +485,38 @@ class StoreThread:
                 target=self._run_reads, args=(reader,), name="tympan-store-read", daemon=True
             )
             self._read_thread.start()
-        self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, args=(store.path,), name="tympan-checkpoint", daemon=True
+            target=self._checkpoint_loop,
+            args=(store.path, checkpoint_interval_s),
+            name="tympan-checkpoint",
+            daemon=True,
         )
         self._checkpointer.start()
         self.commits = 0
         self.writes = 0
 
-    def _checkpoint_loop(self, db_path: Path) -> None:
+    def _checkpoint_loop(self, db_path: Path, interval_s: float) -> None:
         """Copy the WAL back into the database every second on a connection of its own; a
-        PASSIVE checkpoint never waits for (nor blocks) the writer."""
+        PASSIVE checkpoint never waits for (nor blocks) the writer.
+
+        That alone never lets the log start over under steady writes: SQLite rewinds the WAL
+        only when a write transaction begins with every frame already copied, and a writer
+        committing hundreds of times a second always appends more while a checkpoint runs.
+        The log then grew without bound (900 MB in 20 s with 400 streams, and a stall of
+        100-200 ms every few seconds). So after each background checkpoint the writer
+        thread, between two transactions, copies the few frames appended meanwhile
+        (under a millisecond); its next transaction then rewinds the log, and
+        ``journal_size_limit`` cuts the file back.
+        """
         connection = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         try:
-            while not self._stop_checkpoints.wait(_CHECKPOINT_INTERVAL_S):
+            while not self._stop_checkpoints.wait(interval_s):
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:
                     log.warning("background checkpoint failed: %s", exc)
+                else:
+                    self._catch_up_checkpoint.set()
         finally:
             connection.close()
 
@@ -581,6 +611,12 @@ class StoreThread:
                 stopping = True
                 group = [op for op in group if op is not _STOP]
             self._run_group(group)
+            if self._catch_up_checkpoint.is_set():
+                self._catch_up_checkpoint.clear()
+                try:
+                    self._store.checkpoint()
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint on the writer failed: %s", exc)
         self._store.close()
 
     def _run_group(self, group: list[_Op]) -> None:
