@@ -1,0 +1,138 @@
+"""The batch scheduler on its own: what runs together, in what order, and what comes back.
+
+``run_batch`` here is a plain function that records each batch and returns one row per window
+(the window's first value), so every window's answer can be traced back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.scheduler import BatchPolicy, BatchScheduler, WindowGroup
+
+
+def _patches(first: int, count: int) -> np.ndarray:
+    """Windows whose values are their ids, so outputs can be traced."""
+    return np.arange(first, first + count, dtype=np.float32)[:, None, None] * np.ones(
+        (1, 2, 2), dtype=np.float32
+    )
+
+
+class _Model:
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.hold = hold
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        if self.hold is not None:
+            self.hold.wait(5)
+        ids = [int(v) for v in inputs[:, 0, 0]]
+        self.batches.append(ids)
+        return inputs[:, 0, :1].copy()  # [n, 1]: each window's id
+
+
+async def test_each_group_gets_its_own_rows_back_in_order() -> None:
+    model = _Model()
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=4, max_queue_delay_s=0.0)
+        results = await asyncio.gather(
+            scheduler.submit(_patches(0, 7), live=False),
+            scheduler.submit(_patches(100, 3), live=True),
+        )
+        await scheduler.stop()
+    assert results[0][:, 0].tolist() == list(range(7))
+    assert results[1][:, 0].tolist() == [100, 101, 102]
+    assert all(len(batch) <= 4 for batch in model.batches)
+    assert sorted(i for batch in model.batches for i in batch) == [*range(7), 100, 101, 102]
+
+
+async def test_live_windows_overtake_queued_file_windows() -> None:
+    hold = threading.Event()
+    model = _Model(hold)
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=2, max_queue_delay_s=0.0)
+        file = asyncio.create_task(scheduler.submit(_patches(0, 6), live=False))
+        await asyncio.sleep(0.05)  # the first file batch is running (held)
+        live = asyncio.create_task(scheduler.submit(_patches(100, 1), live=True))
+        await asyncio.sleep(0.05)
+        hold.set()
+        await asyncio.gather(file, live)
+        await scheduler.stop()
+    assert model.batches[0] == [0, 1]
+    assert model.batches[1][0] == 100  # next batch starts with the live window
+
+
+async def test_a_lone_window_waits_at_most_the_queue_delay() -> None:
+    model = _Model()
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=16, max_queue_delay_s=0.05)
+        started = time.perf_counter()
+        await scheduler.submit(_patches(0, 1), live=True)
+        waited = time.perf_counter() - started
+        await scheduler.stop()
+    assert 0.04 <= waited < 1.0
+
+
+async def test_windows_arriving_within_the_delay_share_a_batch() -> None:
+    model = _Model()
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=16, max_queue_delay_s=0.2)
+        await asyncio.gather(*(scheduler.submit(_patches(i, 1), live=True) for i in range(5)))
+        await scheduler.stop()
+    assert model.batches == [[0, 1, 2, 3, 4]]
+
+
+async def test_cancelled_windows_are_not_run() -> None:
+    hold = threading.Event()
+    model = _Model(hold)
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=2, max_queue_delay_s=0.0)
+        first = asyncio.create_task(scheduler.submit(_patches(0, 2), live=True))
+        await asyncio.sleep(0.05)  # running, held
+        doomed = asyncio.create_task(scheduler.submit(_patches(10, 4), live=True))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        hold.set()
+        await first
+        await scheduler.stop()
+    assert model.batches == [[0, 1]]
+
+
+async def test_a_failing_model_fails_the_groups_of_that_batch_only() -> None:
+    calls: list[int] = []
+
+    def flaky(inputs: np.ndarray) -> np.ndarray:
+        calls.append(len(inputs))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error")
+        return inputs[:, 0, :1].copy()
+
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(flaky, executor, max_batch=2, max_queue_delay_s=0.0)
+        with pytest.raises(RuntimeError, match="model execution failed: CUDA error"):
+            await scheduler.submit(_patches(0, 2), live=True)
+        later = await scheduler.submit(_patches(5, 2), live=True)
+        await scheduler.stop()
+    assert later[:, 0].tolist() == [5, 6]
+
+
+def test_policy_splits_a_group_across_batches() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        policy = BatchPolicy(max_batch=3)
+        group: WindowGroup = WindowGroup(_patches(0, 5), False, loop.create_future())
+        policy.add(group)
+        sizes: list[Any] = []
+        while (plan := policy.next_plan()) is not None:
+            sizes.append([(start, stop) for _, start, stop in plan.slices])
+        assert sizes == [[(0, 3)], [(3, 5)]]
+    finally:
+        loop.close()
