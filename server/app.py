@@ -116,7 +116,6 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             on_batch=record_batch,
         )
         warm_s = await loop.run_in_executor(infer_executor, _warm_up, runner)
-        scheduler.start()
         limits = DecodeLimits(max_duration_s=settings.max_session_duration_s)
         config = EngineConfig(
             limits,
@@ -125,7 +124,14 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         )
         silence = await loop.run_in_executor(infer_executor, _silence_probabilities, runner)
         engine = InferenceEngine(
-            config, tagger, store_thread, scheduler, decode_executor, metrics, silence
+            config,
+            tagger,
+            store_thread,
+            scheduler,
+            decode_executor,
+            metrics,
+            silence,
+            prepare_input=runner.prepare,
         )
         service = SessionService(
             settings,

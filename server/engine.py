@@ -101,6 +101,7 @@ class _Worker:
             skip_below=session.results_count,
             first_window=first_window,
             first_sample=first_sample,
+            prepare=engine.prepare_input,
         )
 
     def notify(self) -> None:
@@ -309,7 +310,11 @@ class InferenceEngine:
         decode_executor: Executor,
         metrics: Metrics,
         silence_probabilities: Any,
+        prepare_input: Callable[[Any], Any] | None = None,
     ) -> None:
+        """``prepare_input``: float32 patches -> the model's input, applied as windows are cut
+        (``OnnxRunner.prepare``); None keeps float32 patches."""
+        self.prepare_input = prepare_input
         self.config = config
         self.metrics = metrics
         self.silence_probabilities = silence_probabilities

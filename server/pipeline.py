@@ -8,7 +8,9 @@ shares only immutable things (filterbank, model spec) with other sessions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +29,7 @@ class WindowBatch:
     """Consecutive windows of one session, as log-mel patches for the model."""
 
     first_index: int
-    patches: npt.NDArray[np.float32]  # [n, patch_frames, mel_bands]
+    patches: npt.NDArray[Any]  # [n, patch_frames, mel_bands]: float32, or the model's input
     levels_dbfs: npt.NDArray[np.float64] | None = None  # per window, for the silence gate
 
     def __len__(self) -> int:
@@ -56,10 +58,12 @@ class AudioPipeline:
         params: FrontendParams = FRONTEND,
         first_window: int = 0,
         first_sample: int = 0,
+        prepare: Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]] | None = None,
     ) -> None:
         """``first_window``/``first_sample``: resume a replayable stream whose earlier audio was
         pruned; decoding restarts at ``first_sample`` (a sample-aligned chunk boundary at or
-        before window ``first_window``'s start) and the samples before that start are dropped."""
+        before window ``first_window``'s start) and the samples before that start are dropped.
+        ``prepare``: turns float32 patches into the model's input (``OnnxRunner.prepare``)."""
         self._fmt = fmt
         self._limits = limits
         self._params = params
@@ -74,6 +78,7 @@ class AudioPipeline:
             raise ValueError("replay starts after the window it must resume")
         self._discard = start_sample - first_sample
         self._skip_below = skip_below
+        self._prepare = prepare
         self.samples_seen = start_sample
 
     # -- streams --------------------------------------------------------------------------
@@ -149,7 +154,10 @@ class AudioPipeline:
         stacked = np.stack([p.frames for p in kept])
         power = np.array([p.power if p.power is not None else 0.0 for p in kept])
         levels = 10.0 * np.log10(power + _POWER_FLOOR)
-        return WindowBatch(kept[0].index, stacked.astype(np.float32), levels)
+        model_input: npt.NDArray[Any] = stacked.astype(np.float32, copy=False)
+        if self._prepare is not None:
+            model_input = self._prepare(model_input)
+        return WindowBatch(kept[0].index, model_input, levels)
 
 
 _EMPTY = np.empty((0, FRONTEND.patch_frames, FRONTEND.mel_bands), dtype=np.float32)

@@ -219,6 +219,26 @@ def test_runner_runs_the_dynamic_variant_like_the_original(
     np.testing.assert_array_equal(runner.run(quantized), expected)
 
 
+@pytest.mark.parametrize("variant", ["w8a8-dyn", "fp32"])
+def test_prepared_input_gives_the_same_probabilities(
+    variant_paths: dict[str, Path], patches: np.ndarray, variant: str
+) -> None:
+    """The engine prepares windows for the model as they are cut (uint8 for the int8 model)
+    and the runner looks up the probability of each output byte: both must give exactly
+    what converting inside the runner and computing the sigmoid give."""
+    runner = OnnxRunner(variant_paths[variant], provider="CPU")
+    float_patches = patches.astype(np.float32)
+    prepared = runner.prepare(float_patches)
+    assert prepared.shape == float_patches.shape
+    probabilities = runner.run(prepared)
+    np.testing.assert_array_equal(probabilities, runner.run(float_patches))
+    meta = load_variant_metadata(variant_paths[variant])
+    raw = runner._session.run(None, {meta.input_name: meta.model_input(float_patches)})[0]
+    logits = meta.logits(raw)
+    sigmoid = (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
+    np.testing.assert_allclose(probabilities, sigmoid, rtol=0, atol=1e-6)
+
+
 @pytest.fixture
 def one_variant(tmp_path: Path) -> Iterator[Path]:
     prepare_variants(WEIGHTS_DIR, out_dir=tmp_path, names=("w8a8-dyn",))
