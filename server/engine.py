@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -84,6 +85,12 @@ class _Worker:
         replayable = session.is_stream and engine.config.prune_consumed_audio
         self.frame_bytes = replay_frame_bytes(fmt) if replayable else None
         self.kept: list[tuple[int, int, int]] = list(layout)  # (seq, byte offset, size)
+        # Sessions prune every few chunks, each at its own phase: streams started together
+        # (400 in the benchmark) otherwise all deleted their audio in the same half second,
+        # a burst of page writes (secure_delete zeroes them) that stalled every result for
+        # 50-130 ms once per prune cycle.
+        self.prune_after = 1 + zlib.crc32(session.id.encode()) % _PRUNE_EVERY_CHUNKS
+        self.fed_through_seq = -1  # the last chunk given to the pipeline
         raw_at_model_rate = replay_frame_bytes(fmt) is not None
         self.inline_limit_bytes = _INLINE_RAW_CHUNK_BYTES if raw_at_model_rate else 0
         self.next_offset = layout[-1][1] + layout[-1][2] if layout else 0
@@ -146,6 +153,7 @@ class _Worker:
                 self.next_offset += len(data)
             if self.skip_first_bytes:  # the rest of a sample whose start was pruned
                 data, self.skip_first_bytes = data[self.skip_first_bytes :], 0
+            self.fed_through_seq = seq
             seen_before = self.pipeline.samples_seen
             if self.inline_limit_bytes and len(data) <= self.inline_limit_bytes:
                 batch = self.pipeline.feed_chunk(data)  # see _INLINE_RAW_CHUNK_BYTES
@@ -169,13 +177,17 @@ class _Worker:
         if not self.frame_bytes:
             return
         needed_from = self.session.results_count * self.hop_samples
+        # Only chunks already fed: after a restart, kept chunks before the next window are
+        # still queued for replay (they rebuild the frontend's state) and must stay readable.
         done = [
             seq
             for seq, offset, size in self.kept
             if -(-(offset + size) // self.frame_bytes) <= needed_from
+            and seq <= self.fed_through_seq
         ]
-        if len(done) < _PRUNE_EVERY_CHUNKS:
+        if len(done) < self.prune_after:
             return
+        self.prune_after = _PRUNE_EVERY_CHUNKS
         self.kept = self.kept[len(done) :]
         await self.engine.store.write(
             partial(Store.prune_chunk_seqs, session_id=self.session.id, seqs=done)
@@ -275,14 +287,17 @@ class _Worker:
         log.warning("session %s failed: %s", session.id[:8], message)
         while not self.queue.empty():
             self.queue.get_nowait()
+        # Readers see the error and the end of inference together (a page with the error
+        # carries no next_token). Should the write below not land before a crash, the
+        # restart replays the session and meets the same error.
         session.make_readonly(error=message)
+        session.inference_done = True
         session.pending_chunks = 0
         session_id = session.id
         with contextlib.suppress(StoreError):
             await self.engine.store.write(
                 partial(_fail_session, session_id=session_id, error=message)
             )
-        session.inference_done = True
 
 
 def _read_all_chunks(store: Store, session_id: str) -> bytes:
