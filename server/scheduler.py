@@ -85,6 +85,11 @@ class BatchPolicy:
     def pending_windows(self) -> int:
         return sum(g.remaining for g in self.live) + sum(g.remaining for g in self.files)
 
+    def oldest_enqueued_at(self) -> float | None:
+        """When the longest-waiting queued window arrived (``time.perf_counter``), if any."""
+        times = [queue[0].enqueued_at for queue in (self.live, self.files) if queue]
+        return min(times) if times else None
+
     def drop_cancelled(self) -> None:
         for queue in (self.live, self.files):
             for group in [g for g in queue if g.dropped]:
@@ -191,16 +196,14 @@ class BatchScheduler:
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run plans until the queue is empty; the first may wait up to the queue delay."""
-        fresh = True
         while True:
             with self._lock:
-                if fresh and self._max_delay_s:
+                if self._max_delay_s:
                     self._wait_for_company()
                 plan = None if self._stopping else self._policy.next_plan()
                 if plan is None:
                     self._draining -= 1
                     return
-            fresh = False
             started = time.perf_counter()
             error: Exception | None = None
             outputs: npt.NDArray[np.float32] | None = None
@@ -216,10 +219,13 @@ class BatchScheduler:
                 return
 
     def _wait_for_company(self) -> None:
-        """With the lock held: wait until a full batch is queued or the delay has passed."""
-        deadline = time.monotonic() + self._max_delay_s
+        """With the lock held: wait until a full batch is queued or the oldest queued window
+        has waited the queue delay (so no window waits longer than that for company)."""
         while not self._stopping and self._policy.pending_windows < self._policy.max_batch:
-            remaining = deadline - time.monotonic()
+            oldest = self._policy.oldest_enqueued_at()
+            if oldest is None:
+                return
+            remaining = oldest + self._max_delay_s - time.perf_counter()
             if remaining <= 0:
                 return
             self._lock.wait(remaining)
