@@ -37,7 +37,10 @@ class Settings:
     inactivity_timeout_s: float = 3600.0
     require_owner_key: bool = False
     max_batch_size: int = 16  # w8a8-dyn gains nothing past 16 on CPU (benchmarks/RESULTS.md)
-    max_queue_delay_ms: float = 2.0
+    # The longest a window waits for company. 400 in-process streams, one run each:
+    # 2 ms: mean batch 2.8-3.0, CPU 3.36-3.46x bare, p50 8-10 ms, p99 33-42 ms;
+    # 5 ms: mean batch 5.5, CPU 3.24x, p50 11 ms, p99 35 ms; 10 ms: batch 10, 3.18x, p50 16.
+    max_queue_delay_ms: float = 5.0
     inference_workers: int = 1
     # How long a thread may hold the GIL while another waits (Python's default is 5 ms). The
     # store and inference threads take the GIL back after every SQLite statement and model
