@@ -9,8 +9,11 @@ The executor thread that finishes a batch takes the next plan itself: the model 
 the event loop between two batches (that round trip cost a 300 s file about 1.3 ms per batch
 of 16, 15% of the model's time). Results go back to the loop with one call per batch.
 
-The queue delay is a ceiling on how long a lone window may wait for company when the model was
-idle; while the model is busy, windows gather on their own, and the next batch starts at once.
+The queue delay is a ceiling on how long a window waits for company: a batch starts when it is
+full or when its oldest window has waited that long.
+
+Stopping (server shutdown) raises ``asyncio.CancelledError`` in late submitters rather than an
+error: their sessions are not failed, they replay after the restart.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ class BatchScheduler:
         future.add_done_callback(group.drop)
         with self._lock:
             if self._stopping:
-                raise RuntimeError("the scheduler is stopping")
+                raise asyncio.CancelledError("the scheduler is stopping")
             self._policy.add(group)
             start = self._draining < self._concurrency
             if start:
@@ -168,16 +171,18 @@ class BatchScheduler:
             else:
                 self._lock.notify()  # a drain waiting for company may have enough now
         if start:
-            self._start_drain(loop)
+            self._start_drain(loop, group)
         return await future
 
-    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_drain(self, loop: asyncio.AbstractEventLoop, group: WindowGroup) -> None:
         try:
             drain = self._executor.submit(self._drain, loop)
-        except RuntimeError:  # the executor is shutting down
+        except RuntimeError:  # the executor is shutting down: as if stopped
             with self._lock:
                 self._draining -= 1
-            raise
+                group.drop()
+                self._policy.drop_cancelled()
+            raise asyncio.CancelledError("the scheduler is stopping") from None
         self._drains.add(drain)
         drain.add_done_callback(self._drains.discard)
 
@@ -195,23 +200,57 @@ class BatchScheduler:
     # -- executor threads -----------------------------------------------------------------
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run plans until the queue is empty; the first may wait up to the queue delay."""
+        """Run plans until the queue is empty. However it ends, the drain is counted out, so
+        the next submit starts another (a drain that vanished uncounted would leave every
+        later window waiting for ever)."""
+        try:
+            self._drain_plans(loop)
+        except BaseException:
+            log.exception("batch scheduler thread failed")
+            raise
+        finally:
+            # A window may have been queued after this drain last looked, by a submit that
+            # saw it still counted and so started none: look again once counted out.
+            with self._lock:
+                self._draining -= 1
+                again = (
+                    not self._stopping
+                    and self._policy.pending_windows > 0
+                    and self._draining < self._concurrency
+                )
+                if again:
+                    self._draining += 1
+            if again:
+                try:
+                    drain = self._executor.submit(self._drain, loop)
+                except RuntimeError:  # shutting down
+                    with self._lock:
+                        self._draining -= 1
+                else:
+                    self._drains.add(drain)
+                    drain.add_done_callback(self._drains.discard)
+
+    def _drain_plans(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             with self._lock:
                 if self._max_delay_s:
                     self._wait_for_company()
                 plan = None if self._stopping else self._policy.next_plan()
                 if plan is None:
-                    self._draining -= 1
                     return
             started = time.perf_counter()
-            error: Exception | None = None
+            error: BaseException | None = None
             outputs: npt.NDArray[np.float32] | None = None
             try:
                 outputs = self._run_batch(plan.inputs())
             except Exception as exc:
                 log.exception("model execution failed")
                 error = exc
+            except BaseException as exc:  # answer this batch's sessions, then let it go up
+                loop.call_soon_threadsafe(
+                    self._deliver, plan, None, exc, started, time.perf_counter()
+                )
+                raise
             finished = time.perf_counter()
             try:
                 loop.call_soon_threadsafe(self._deliver, plan, outputs, error, started, finished)
@@ -236,7 +275,7 @@ class BatchScheduler:
         self,
         plan: BatchPlan,
         outputs: npt.NDArray[np.float32] | None,
-        error: Exception | None,
+        error: BaseException | None,
         started: float,
         finished: float,
     ) -> None:
@@ -251,7 +290,10 @@ class BatchScheduler:
         waits = [started - group.enqueued_at for group, _, _ in plan.slices]
         self.stats.queue_s += sum(waits)
         if self._on_batch is not None:
-            self._on_batch(plan.size, finished - started, waits)
+            try:
+                self._on_batch(plan.size, finished - started, waits)
+            except Exception:  # metrics must never keep results from their sessions
+                log.exception("batch metrics callback failed")
         row = 0
         for group, start, stop in plan.slices:
             group.outputs[start] = outputs[row : row + stop - start]

@@ -136,3 +136,75 @@ def test_policy_splits_a_group_across_batches() -> None:
         assert sizes == [[(0, 3)], [(3, 5)]]
     finally:
         loop.close()
+
+
+async def test_a_drain_thread_that_dies_does_not_stall_later_windows() -> None:
+    """Whatever ends a drain thread, its windows get an answer and the next submit starts a
+    new drain (a drain lost uncounted would leave every later window waiting for ever)."""
+
+    class Escape(BaseException):
+        pass
+
+    calls: list[int] = []
+
+    def dies_once(inputs: np.ndarray) -> np.ndarray:
+        calls.append(len(inputs))
+        if len(calls) == 1:
+            raise Escape()
+        return inputs[:, 0, :1].copy()
+
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(dies_once, executor, max_batch=2, max_queue_delay_s=0.0)
+        with pytest.raises(RuntimeError, match="model execution failed"):
+            await asyncio.wait_for(scheduler.submit(_patches(0, 1), live=True), 5)
+        later = await asyncio.wait_for(scheduler.submit(_patches(7, 1), live=True), 5)
+        await scheduler.stop()
+    assert later[:, 0].tolist() == [7]
+
+
+async def test_windows_submitted_after_stop_are_cancelled_not_failed() -> None:
+    """At shutdown a late window must not fail its session (that would persist an error and
+    delete its audio); it is cancelled, and the session replays after the restart."""
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(_Model(), executor, max_batch=2, max_queue_delay_s=0.0)
+        await scheduler.stop()
+        with pytest.raises(asyncio.CancelledError):
+            await scheduler.submit(_patches(0, 1), live=True)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_no_window_is_stranded_under_racing_submits(concurrency: int) -> None:
+    """Submits racing drains that are just running out of work: every window is answered."""
+    model = _Model()
+    rng = np.random.default_rng(concurrency)
+    with ThreadPoolExecutor(concurrency) as executor:
+        scheduler = BatchScheduler(
+            model, executor, max_batch=4, max_queue_delay_s=0.0005, concurrency=concurrency
+        )
+
+        async def one(i: int) -> float:
+            await asyncio.sleep(float(rng.uniform(0, 0.2)))
+            result = await scheduler.submit(_patches(i, 1), live=bool(i % 2))
+            return float(result[0, 0])
+
+        answers = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(400))), 20)
+        await scheduler.stop()
+    assert answers == [float(i) for i in range(400)]
+
+
+async def test_a_window_queued_while_a_drain_runs_out_of_work_is_answered() -> None:
+    """The drain has found the queue empty but is not yet counted out; a submit in that gap
+    sees it still running and starts none. The drain must look again once counted out."""
+
+    class SlowToLeave(BatchScheduler):
+        def _drain_plans(self, loop: asyncio.AbstractEventLoop) -> None:
+            super()._drain_plans(loop)
+            time.sleep(0.05)  # out of work, still counted
+
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = SlowToLeave(_Model(), executor, max_batch=4, max_queue_delay_s=0.0)
+        first = await scheduler.submit(_patches(0, 1), live=True)
+        await asyncio.sleep(0.01)  # inside the gap
+        second = await asyncio.wait_for(scheduler.submit(_patches(1, 1), live=True), 5)
+        await scheduler.stop()
+    assert (first[0, 0], second[0, 0]) == (0.0, 1.0)
