@@ -77,7 +77,6 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     # the model. Measured with 300 in-process streams: CPU per audio second 6.1 ms -> 3.3 ms.
     threadpool_limits(limits=1, user_api="blas")
     previous_switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # see Settings
     state = app[ENGINE_STATE]
     store = Store(settings.db_path, fsync=settings.fsync)
     token_key = store.secret("next_token_key")
@@ -91,6 +90,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     engine: InferenceEngine | None = None
     sweeper: asyncio.Task[None] | None = None
     try:
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # see Settings
         loop = asyncio.get_running_loop()
         model_dir = _model_dir(settings)
         runner = await loop.run_in_executor(

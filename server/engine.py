@@ -268,7 +268,10 @@ class _Worker:
         self.session.results_count = count
         self.notify()
         for listener in self.engine.result_listeners:
-            listener(session_id, batch.first_index, len(rows))
+            try:
+                listener(session_id, batch.first_index, len(rows))
+            except Exception:  # an observer's bug must not fail the session
+                log.exception("result listener failed")
 
     async def _mark_done(self) -> None:
         """Inference is over: record it, then drop the audio in the background. Pruning a long
@@ -283,6 +286,8 @@ class _Worker:
     async def _fail(self, exc: Exception) -> None:
         """An error makes the session readonly and cancels its pending inference."""
         session = self.session
+        if session.state is SessionState.DELETED:  # deleted meanwhile: nothing left to fail
+            return
         message = str(exc) if isinstance(exc, DecodeError) else f"inference failed: {exc}"
         log.warning("session %s failed: %s", session.id[:8], message)
         while not self.queue.empty():

@@ -186,6 +186,10 @@ class Store:
     def begin(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
+    def begin_read(self) -> None:
+        """A read transaction (deferred: the snapshot is taken at the first read)."""
+        self._db.execute("BEGIN")
+
     def commit(self) -> None:
         self._db.execute("COMMIT")
 
@@ -299,13 +303,19 @@ class Store:
         ]
 
     def set_state(self, session_id: str, state: str, error: str | None = None) -> None:
+        # A tombstone stays one: a late write (a failing worker racing a delete) must not
+        # bring a deleted session back at the next start.
         self._db.execute(
-            "UPDATE sessions SET state = ?, error = COALESCE(?, error) WHERE id = ?",
+            "UPDATE sessions SET state = ?, error = COALESCE(?, error)"
+            " WHERE id = ? AND state != 'deleted'",
             (state, error, session_id),
         )
 
     def mark_inference_done(self, session_id: str) -> None:
-        self._db.execute("UPDATE sessions SET inference_done = 1 WHERE id = ?", (session_id,))
+        self._db.execute(
+            "UPDATE sessions SET inference_done = 1 WHERE id = ? AND state != 'deleted'",
+            (session_id,),
+        )
 
     def delete_session(self, session_id: str) -> None:
         """Tombstone the session and drop its chunks, audio and results."""
@@ -594,9 +604,21 @@ class StoreThread:
     def _run_reads(self, reader: Store) -> None:
         try:
             while (op := self._read_queue.get()) is not _STOP:
-                op.future.set_result([self._call(fn, reader) for fn, _ in op.calls])
+                op.future.set_result([self._read(fn, reader) for fn, _ in op.calls])
         finally:
             reader.close()
+
+    def _read(self, fn: Callable[[Store], Any], reader: Store) -> _Outcome:
+        """One read call in one read transaction: its statements see one snapshot, as they did
+        when reads ran between the writer's transactions."""
+        try:
+            reader.begin_read()
+        except sqlite3.Error as exc:
+            return None, exc
+        try:
+            return self._call(fn, reader)
+        finally:
+            reader.rollback()
 
     def _run(self) -> None:
         stopping = False

@@ -64,3 +64,18 @@ def _append_and_prune(store: Store, seq: int) -> None:
     store.append_chunk("s", seq, bytes(16_000), b"\0" * 32, now=0.0, readonly=False)
     if seq >= 8:
         store.prune_chunk_seqs("s", [seq - 8])
+
+
+def test_a_late_write_does_not_bring_a_deleted_session_back(tmp_path: Path) -> None:
+    """A worker failing at the moment its session is deleted may write after the delete;
+    the tombstone must stay, or the session would come back at the next start."""
+    store = Store(tmp_path / "tympan.db", fsync=False)
+    try:
+        key = store.add_key("k", b"h" * 32)
+        _session_with_audio(store, "gone", key.id, 2)
+        store.delete_session("gone")
+        store.set_state("gone", "readonly", "inference failed: audio of chunk 1 is not kept")
+        store.mark_inference_done("gone")
+        assert [row.id for row in store.load_sessions()] == []
+    finally:
+        store.close()
