@@ -9,8 +9,10 @@ The executor thread that finishes a batch takes the next plan itself: the model 
 the event loop between two batches (that round trip cost a 300 s file about 1.3 ms per batch
 of 16, 15% of the model's time). Results go back to the loop with one call per batch.
 
-The queue delay is a ceiling on how long a window waits for company: a batch starts when it is
-full or when its oldest window has waited that long.
+The queue delay is a ceiling on how long a live window waits for company: a batch starts when
+it is full or when its oldest window has waited that long. With file windows queued it starts at
+once: a file is throughput, and waiting only idled the model (a 300 s file's blocks each ended in
+a partial batch that waited the full delay: 714-858 audio-s/s, 847-928 without the wait).
 
 Stopping (server shutdown) raises ``asyncio.CancelledError`` in late submitters rather than an
 error: their sessions are not failed, they replay after the restart.
@@ -261,6 +263,8 @@ class BatchScheduler:
         """With the lock held: wait until a full batch is queued or the oldest queued window
         has waited the queue delay (so no window waits longer than that for company)."""
         while not self._stopping and self._policy.pending_windows < self._policy.max_batch:
+            if self._policy.files:  # a file's windows are throughput: never idle the model
+                return
             oldest = self._policy.oldest_enqueued_at()
             if oldest is None:
                 return

@@ -208,3 +208,16 @@ async def test_a_window_queued_while_a_drain_runs_out_of_work_is_answered() -> N
         second = await asyncio.wait_for(scheduler.submit(_patches(1, 1), live=True), 5)
         await scheduler.stop()
     assert (first[0, 0], second[0, 0]) == (0.0, 1.0)
+
+
+async def test_file_windows_do_not_wait_for_company() -> None:
+    """A file is throughput: its partial batches start at once instead of idling the model
+    for the queue delay (live windows alone wait, see the test above)."""
+    model = _Model()
+    with ThreadPoolExecutor(1) as executor:
+        scheduler = BatchScheduler(model, executor, max_batch=16, max_queue_delay_s=0.5)
+        started = time.perf_counter()
+        await scheduler.submit(_patches(0, 3), live=False)
+        waited = time.perf_counter() - started
+        await scheduler.stop()
+    assert waited < 0.25
