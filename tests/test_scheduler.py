@@ -69,15 +69,19 @@ async def test_live_windows_overtake_queued_file_windows() -> None:
     assert model.batches[1][0] == 100  # next batch starts with the live window
 
 
-async def test_a_lone_window_waits_at_most_the_queue_delay() -> None:
-    model = _Model()
+async def _seconds_to_answer(windows: int, live: bool, max_queue_delay_s: float) -> float:
+    """How long one group alone in the queue takes to come back."""
     with ThreadPoolExecutor(1) as executor:
-        scheduler = BatchScheduler(model, executor, max_batch=16, max_queue_delay_s=0.05)
+        scheduler = BatchScheduler(_Model(), executor, 16, max_queue_delay_s)
         started = time.perf_counter()
-        await scheduler.submit(_patches(0, 1), live=True)
+        await scheduler.submit(_patches(0, windows), live=live)
         waited = time.perf_counter() - started
         await scheduler.stop()
-    assert 0.04 <= waited < 1.0
+    return waited
+
+
+async def test_a_lone_window_waits_at_most_the_queue_delay() -> None:
+    assert 0.04 <= await _seconds_to_answer(1, live=True, max_queue_delay_s=0.05) < 1.0
 
 
 async def test_windows_arriving_within_the_delay_share_a_batch() -> None:
@@ -213,11 +217,4 @@ async def test_a_window_queued_while_a_drain_runs_out_of_work_is_answered() -> N
 async def test_file_windows_do_not_wait_for_company() -> None:
     """A file is throughput: its partial batches start at once instead of idling the model
     for the queue delay (live windows alone wait, see the test above)."""
-    model = _Model()
-    with ThreadPoolExecutor(1) as executor:
-        scheduler = BatchScheduler(model, executor, max_batch=16, max_queue_delay_s=0.5)
-        started = time.perf_counter()
-        await scheduler.submit(_patches(0, 3), live=False)
-        waited = time.perf_counter() - started
-        await scheduler.stop()
-    assert waited < 0.25
+    assert await _seconds_to_answer(3, live=False, max_queue_delay_s=0.5) < 0.25
