@@ -51,9 +51,9 @@ class WindowGroup:
     taken: int = 0
     outputs: dict[int, npt.NDArray[np.float32]] = field(default_factory=dict)  # by start row
     done_rows: int = 0
-    dropped: bool = False  # its future is done (answered or cancelled): skip what is left
+    dropped: bool = False  # its submitter gave up (cancelled or failed): skip what is left
 
-    def drop(self, _: object = None) -> None:
+    def drop(self) -> None:
         self.dropped = True
 
     @property
@@ -162,7 +162,6 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[npt.NDArray[np.float32]] = loop.create_future()
         group = WindowGroup(patches, live, future)
-        future.add_done_callback(group.drop)
         with self._lock:
             if self._stopping:
                 raise asyncio.CancelledError("the scheduler is stopping")
@@ -174,7 +173,11 @@ class BatchScheduler:
                 self._lock.notify()  # a drain waiting for company may have enough now
         if start:
             self._start_drain(loop, group)
-        return await future
+        try:
+            return await future
+        except BaseException:  # cancelled, or a batch failed: rows still queued are not run
+            group.drop()
+            raise
 
     def _start_drain(self, loop: asyncio.AbstractEventLoop, group: WindowGroup) -> None:
         try:
