@@ -514,9 +514,10 @@ class StoreThread:
         committing hundreds of times a second always appends more while a checkpoint runs.
         The log then grew without bound (900 MB in 20 s with 400 streams, and a stall of
         100-200 ms every few seconds). So after each background checkpoint the writer
-        thread, between two transactions, copies the few frames appended meanwhile
-        (under a millisecond); its next transaction then rewinds the log, and
-        ``journal_size_limit`` cuts the file back.
+        thread, between two transactions, copies the frames appended meanwhile (0.6 ms in a
+        tight loop; 10-20 ms once a second at 400 streams, most of it the database fsync);
+        its next transaction then rewinds the log, and ``journal_size_limit`` cuts the file
+        back after a burst.
         """
         connection = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         try:

