@@ -184,6 +184,8 @@ async def run_streams(
         threads0 = thread_cpu_seconds()
         stats = service._engine.scheduler.stats
         executions0, windows0, compute0 = stats.executions, stats.windows, stats.compute_s
+        store = service._store
+        commits0, writes0 = store.commits, store.writes
         await asyncio.gather(
             *(
                 _stream(service, log, stream_audio, start + i * HOP_S / streams)
@@ -225,6 +227,8 @@ async def run_streams(
             "model_executions": stats.executions - executions0,
             "mean_batch": (stats.windows - windows0) / max(1, stats.executions - executions0),
             "model_wall_s": stats.compute_s - compute0,
+            "store_commits": store.commits - commits0,
+            "store_writes": store.writes - writes0,
             "loadavg": os.getloadavg(),
         }
     finally:
@@ -362,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"  stream CPU s by thread: {s['cpu_s_by_thread']}; {s['model_executions']} "
-                f"model runs, mean batch {s['mean_batch']:.1f}, model wall {s['model_wall_s']:.1f} s",
+                f"model runs, mean batch {s['mean_batch']:.1f}, model wall {s['model_wall_s']:.1f} s; "
+                f"{s['store_writes']} store writes in {s['store_commits']} commits",
                 flush=True,
             )
 
