@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import struct
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
@@ -176,3 +178,18 @@ async def test_a_waiting_reader_does_not_block_the_server(api: Api) -> None:
     assert loop.time() - started < 1.0
     assert not waiting.done()
     waiting.cancel()
+
+
+async def test_start_up_heap_is_kept_out_of_collections_while_serving(
+    settings: Settings, api_key: str
+) -> None:
+    """A full garbage collection stalls every thread; what start-up built is frozen so that
+    collections while serving walk only what was made since, and thawed at shutdown so that
+    a process that starts many apps (this suite) can still collect it."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    try:
+        assert gc.get_freeze_count() > 10_000  # modules, the model session, labels, routes
+    finally:
+        await runner.cleanup()
+    assert gc.get_freeze_count() == 0
