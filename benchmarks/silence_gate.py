@@ -41,6 +41,7 @@ from benchmarks.machine import machine_info
 from models.yamnet.calibrate import Clip, labelled_clips, load_thresholds
 from models.yamnet.labels import load_labels
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from server.app import silence_probabilities
 from server.audio import DecodeLimits, parse_content_type
 from server.config import Settings
 from server.pipeline import AudioPipeline
@@ -122,8 +123,7 @@ class Analysed:
 
 
 def analyse(samples: npt.NDArray[np.float32], runner: OnnxRunner, max_batch: int) -> Analysed:
-    """Levels and probabilities of every window, through the server's pipeline and runner;
-    the last row of the probabilities is what the model says for digital silence."""
+    """Levels and probabilities of every window, through the server's pipeline and runner."""
     fmt = parse_content_type(f"audio/x-raw; rate={RATE}; format=f32le")
     pipeline = AudioPipeline(fmt, HOP_S, DecodeLimits(), prepare=runner.prepare)
     batches = [pipeline.push_block(block) for block in pipeline.file_blocks(samples)]
@@ -140,33 +140,40 @@ def analyse(samples: npt.NDArray[np.float32], runner: OnnxRunner, max_batch: int
             started = time.perf_counter()
             probabilities.append(runner.run(batch.patches[start : start + max_batch]))
             model_s += time.perf_counter() - started
-    silence = AudioPipeline(fmt, HOP_S, DecodeLimits(), prepare=runner.prepare).push_block(
-        np.zeros(FRONTEND.patch_samples, np.float32)
-    )  # the engine reports this for gated windows (computed the same way at start-up)
-    probabilities.append(runner.run(silence.patches)[:1])
     return Analysed(np.concatenate(levels), np.concatenate(probabilities), model_s)
 
 
-def _window_spans(count: int) -> npt.NDArray[np.float64]:
+def event_windows(count: int, events: list[Event]) -> list[npt.NDArray[np.int64]]:
+    """Per event, the indices of the windows (of ``count``) that overlap it."""
     starts = np.arange(count) * HOP_S
-    return np.stack([starts, starts + WINDOW_S], axis=1)
+    return [
+        np.flatnonzero((starts < event.end_s) & (starts + WINDOW_S > event.start_s))
+        for event in events
+    ]
+
+
+def _pause_mask(
+    count: int, windows_of_events: list[npt.NDArray[np.int64]]
+) -> npt.NDArray[np.bool_]:
+    pause = np.ones(count, bool)
+    for windows in windows_of_events:
+        pause[windows] = False
+    return pause
 
 
 def evaluate(
-    analysed: Analysed, events: list[Event], tagger: Tagger, thresholds_dbfs: list[float]
+    analysed: Analysed,
+    silence: npt.NDArray[np.float32],
+    events: list[Event],
+    tagger: Tagger,
+    thresholds_dbfs: list[float],
 ) -> list[dict[str, Any]]:
-    levels = analysed.levels_dbfs
-    count = levels.size
-    probabilities, silence = analysed.probabilities[:count], analysed.probabilities[count]
+    """``silence``: what the model says for digital silence, which the engine reports for
+    windows under the gate."""
+    levels, probabilities = analysed.levels_dbfs, analysed.probabilities
     thresholds = tagger.thresholds()
-    spans = _window_spans(count)
-    in_event = np.zeros(count, bool)
-    event_windows: list[npt.NDArray[np.int64]] = []
-    for event in events:
-        overlap = (spans[:, 0] < event.end_s) & (spans[:, 1] > event.start_s)
-        in_event |= overlap
-        event_windows.append(np.flatnonzero(overlap))
-    pause = ~in_event
+    windows_of_events = event_windows(levels.size, events)
+    pause = _pause_mask(levels.size, windows_of_events)
 
     def tag_sets(probs: npt.NDArray[np.float32]) -> list[frozenset[str]]:
         return [
@@ -179,7 +186,7 @@ def evaluate(
     def detected(tags: list[frozenset[str]]) -> list[bool]:
         return [
             any(tags[w] & event.labels for w in windows)
-            for event, windows in zip(events, event_windows, strict=True)
+            for event, windows in zip(events, windows_of_events, strict=True)
         ]
 
     labelled = [bool(event.labels) for event in events]
@@ -201,7 +208,7 @@ def evaluate(
         rows.append(
             {
                 "threshold_dbfs": threshold,
-                "windows": count,
+                "windows": int(levels.size),
                 "windows_skipped": int(quiet.sum()),
                 "windows_skipped_in_pauses": int((quiet & pause).sum()),
                 "pause_windows": int(pause.sum()),
@@ -224,10 +231,8 @@ def evaluate(
 
 
 def _level_summary(analysed: Analysed, events: list[Event]) -> dict[str, list[float]]:
-    spans = _window_spans(analysed.levels_dbfs.size)
-    in_event = np.zeros(spans.shape[0], bool)
-    for event in events:
-        in_event |= (spans[:, 0] < event.end_s) & (spans[:, 1] > event.start_s)
+    count = analysed.levels_dbfs.size
+    pause = _pause_mask(count, event_windows(count, events))
     pcts = [1, 5, 50, 95, 99]
 
     def percentiles(values: npt.NDArray[np.float64]) -> list[float]:
@@ -235,8 +240,8 @@ def _level_summary(analysed: Analysed, events: list[Event]) -> dict[str, list[fl
 
     return {
         "percentiles": [float(p) for p in pcts],
-        "pause_windows_dbfs": percentiles(analysed.levels_dbfs[~in_event]),
-        "event_windows_dbfs": percentiles(analysed.levels_dbfs[in_event]),
+        "pause_windows_dbfs": percentiles(analysed.levels_dbfs[pause]),
+        "event_windows_dbfs": percentiles(analysed.levels_dbfs[~pause]),
     }
 
 
@@ -269,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = load_runner(settings, model_dir)
     step = runner.output_quant.scale if runner.output_quant else SENSITIVITY_STEP_LOGIT
     tagger = Tagger(load_labels(model_dir), load_thresholds(), sensitivity_step_logit=step)
+    silence = silence_probabilities(runner)  # what the engine reports for gated windows
     report: dict[str, Any] = {
         "machine": machine_info(),
         "config": {
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         analysed = analyse(
             np.clip(audio, -1.0, 1.0).astype(np.float32), runner, settings.max_batch_size
         )
-        rows = evaluate(analysed, events, tagger, thresholds)
+        rows = evaluate(analysed, silence, events, tagger, thresholds)
         levels = _level_summary(analysed, events)
         report["floors"].append(
             {"floor_dbfs": floor, "model_s": analysed.model_s, "levels": levels, "rows": rows}

@@ -43,7 +43,7 @@ from server.service import SessionService
 from server.store import Store, StoreThread
 from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "silence_probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             prune_consumed_audio=settings.audio_retention == "consumed",
             silence_gate_dbfs=settings.silence_gate_dbfs,
         )
-        silence = await loop.run_in_executor(infer_executor, _silence_probabilities, runner)
+        silence = await loop.run_in_executor(infer_executor, silence_probabilities, runner)
         engine = InferenceEngine(
             config,
             tagger,
@@ -202,7 +202,7 @@ def _warm_up(runner: OnnxRunner) -> float:
     return time.perf_counter() - started
 
 
-def _silence_probabilities(runner: OnnxRunner) -> np.ndarray:
+def silence_probabilities(runner: OnnxRunner) -> np.ndarray:
     """What the model says for digital silence: reported for windows under the silence gate."""
     frames = log_mel_frames(np.zeros(FRONTEND.patch_samples))
     return runner.run(frames[None].astype(np.float32))[0]

@@ -58,7 +58,7 @@ def test_scene_places_each_clip_at_its_time_and_level() -> None:
 def test_a_gate_is_scored_by_skipped_windows_changed_tags_and_missed_events() -> None:
     labels = ["Silence", "Speech", "Dog"]
     tagger = Tagger(labels)  # thresholds at probability 0.5
-    silence = [0.9, 0.1, 0.1]  # what the model says for digital silence: no reportable tag
+    silence = np.array([0.9, 0.1, 0.1], np.float32)  # digital silence: no reportable tag
     probabilities = np.array(
         [
             [0.9, 0.1, 0.1],  # window 0: pause
@@ -67,7 +67,6 @@ def test_a_gate_is_scored_by_skipped_windows_changed_tags_and_missed_events() ->
             [0.1, 0.1, 0.2],  # window 3: the dog's tail, not tagged
             [0.9, 0.1, 0.1],  # windows 4, 5: pause
             [0.9, 0.1, 0.1],
-            silence,
         ],
         dtype=np.float32,
     )
@@ -75,7 +74,8 @@ def test_a_gate_is_scored_by_skipped_windows_changed_tags_and_missed_events() ->
     events = [Event("dog", frozenset({"Dog"}), 1.0, 1.9, -50.0)]  # overlaps windows 1-3
     analysed = Analysed(levels, probabilities, model_s=0.0)
     by_gate = {
-        row["threshold_dbfs"]: row for row in evaluate(analysed, events, tagger, [-90, -50, -45])
+        row["threshold_dbfs"]: row
+        for row in evaluate(analysed, silence, events, tagger, [-90, -50, -45])
     }
     assert by_gate[-90]["windows_skipped"] == 3  # the digital silence only
     assert by_gate[-90]["windows_changed"] == 0
