@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from functools import partial
 from pathlib import Path
@@ -35,35 +36,83 @@ def test_audio_of_finished_sessions_is_pruned_at_start_up(tmp_path: Path) -> Non
         store.close()
 
 
+_CHUNK_BYTES = 16_000
+_CHUNKS_PER_WRITE = 4
+_KEPT_CHUNKS = 8
+_WRITES = 48
+_CHECKPOINT_TIMEOUT_S = 10.0
+
+
 def test_the_write_ahead_log_starts_over_under_steady_writes(tmp_path: Path) -> None:
-    """Hundreds of commits a second never leave the log fully copied when a transaction
-    begins, so without the writer's catch-up checkpoint SQLite never rewinds it and the file
-    grows by every byte written (900 MB in 20 s with 400 live streams)."""
+    """Under steady writes a background checkpoint always runs while the writer is busy, so
+    it never leaves the log fully copied when a transaction begins; SQLite rewinds the WAL only
+    then, so without the writer's catch-up checkpoint the file grows by every byte written
+    (900 MB in 20 s with 400 live streams).
+
+    Independent of the machine's speed: a fixed number of writes, each holding its transaction
+    open until the background checkpointer has copied every frame committed before it (steady
+    writes at their most adversarial: every background checkpoint overlaps a write, and new
+    frames follow it). Only the writer's catch-up checkpoint can then copy those frames, so
+    that a later transaction begins with the log fully copied and starts it over. Restarts are
+    read from the WAL header's checkpoint sequence number, progress from the WAL index."""
     db_path = tmp_path / "tympan.db"
     store = Store(db_path, fsync=False)
     key = store.add_key("k", b"h" * 32)
     store.insert_session("s", key.id, {"type": "stream"}, now=0.0)
-    thread = StoreThread(store, checkpoint_interval_s=0.05)
+    thread = StoreThread(store, checkpoint_interval_s=0.02)
     wal = db_path.with_name(db_path.name + "-wal")
-    written = 0
     try:
-        deadline = time.monotonic() + 1.5
-        seq = 0
-        while time.monotonic() < deadline:
-            thread.call_sync(partial(_append_and_prune, seq=seq))
-            written += 16_000
-            seq += 1
-        largest_wal = wal.stat().st_size
+        first_sequence = _wal_checkpoint_sequence(wal)
+        for write in range(_WRITES):
+            first_seq = write * _CHUNKS_PER_WRITE
+            thread.call_sync(partial(_write_behind_a_checkpoint, first_seq=first_seq))
+        restarts = _wal_checkpoint_sequence(wal) - first_sequence
+        largest_wal = wal.stat().st_size  # the file is never cut below journal_size_limit
     finally:
         thread.close()
-    assert written > 20 * 1024**2  # enough traffic for growth to show
-    assert largest_wal < written / 4
+    # With the catch-up the log starts over about every other write (a write that waited for
+    # the background checkpoint is copied by the catch-up, the next one finds the log copied
+    # and restarts it); without it, never.
+    assert restarts >= _WRITES // 4
+    written = _WRITES * _CHUNKS_PER_WRITE * _CHUNK_BYTES
+    assert largest_wal < written / 4  # a few writes' frames (~330 kB of 3 MB), not all of them
 
 
-def _append_and_prune(store: Store, seq: int) -> None:
-    store.append_chunk("s", seq, bytes(16_000), b"\0" * 32, now=0.0, readonly=False)
-    if seq >= 8:
-        store.prune_chunk_seqs("s", [seq - 8])
+def _write_behind_a_checkpoint(store: Store, first_seq: int) -> None:
+    """Append chunks (dropping old ones, as a live stream does), then keep the transaction
+    open until every frame committed before it has been copied back by a checkpoint."""
+    for seq in range(first_seq, first_seq + _CHUNKS_PER_WRITE):
+        store.append_chunk("s", seq, bytes(_CHUNK_BYTES), b"\0" * 32, now=0.0, readonly=False)
+        if seq >= _KEPT_CHUNKS:
+            store.prune_chunk_seqs("s", [seq - _KEPT_CHUNKS])
+    deadline = time.monotonic() + _CHECKPOINT_TIMEOUT_S
+    while True:
+        frames, copied = _wal_index(store.path)
+        if copied >= frames:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no checkpoint copied the log in {_CHECKPOINT_TIMEOUT_S} s")
+        time.sleep(0.0005)
+    time.sleep(0.001)  # let the checkpointer thread raise its flag before this commit
+
+
+def _wal_index(db_path: Path) -> tuple[int, int]:
+    """(frames in the log, frames copied back into the database): ``mxFrame`` and
+    ``nBackfill`` of the WAL index, the -shm file in native byte order
+    (https://www.sqlite.org/walformat.html)."""
+    with db_path.with_name(db_path.name + "-shm").open("rb") as handle:
+        head = handle.read(100)
+    (frames,) = struct.unpack_from("=I", head, 16)
+    (copied,) = struct.unpack_from("=I", head, 96)
+    return frames, copied
+
+
+def _wal_checkpoint_sequence(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number (big-endian at offset 12): SQLite adds one
+    each time the log starts over from its beginning."""
+    with wal.open("rb") as handle:
+        head = handle.read(16)
+    return int(struct.unpack_from(">I", head, 12)[0])
 
 
 def test_a_late_write_does_not_bring_a_deleted_session_back(tmp_path: Path) -> None:
