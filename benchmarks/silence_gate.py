@@ -38,9 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.machine import machine_info
-from models.yamnet.calibrate import Clip, labelled_clips, load_thresholds
+from models.yamnet.calibrate import Clip, labelled_clips
 from models.yamnet.labels import load_labels
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from models.yamnet.thresholds import load_thresholds
 from server.app import silence_probabilities
 from server.audio import DecodeLimits, parse_content_type
 from server.config import Settings

@@ -22,10 +22,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from threadpoolctl import threadpool_limits
 
-from models.yamnet.calibrate import load_thresholds
 from models.yamnet.frontend import log_mel_frames
 from models.yamnet.labels import load_labels
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
 from server.appkeys import ENGINE_STATE, METRICS, SERVICE, SETTINGS, EngineState
 from server.audio import DecodeLimits

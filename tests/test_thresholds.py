@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.yamnet.calibrate import (
+from models.yamnet.calibrate import choose_threshold
+from models.yamnet.frontend import patches_offline, quantize_patches
+from models.yamnet.labels import CLASS_COUNT, load_labels
+from models.yamnet.offline import OfflineModel
+from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from models.yamnet.thresholds import (
     DEFAULT_THRESHOLD_LOGIT,
     OUTPUT_SCALE,
     THRESHOLDS_PATH,
-    choose_threshold,
     load_thresholds,
 )
-from models.yamnet.frontend import patches_offline, quantize_patches
-from models.yamnet.labels import CLASS_COUNT, load_labels
-from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.runner import OnnxRunner
 from server.tagging import OTHERS, Tagger
 from tests.conftest import SAMPLE_RATE_HZ, tone
@@ -70,12 +71,38 @@ def test_thresholds_are_finite_grid_midpoints(runner: OnnxRunner) -> None:
     assert thresholds[labels.index("Siren")] == pytest.approx(DEFAULT_THRESHOLD_LOGIT, abs=1e-6)
 
 
-def test_loading_thresholds_does_not_import_onnxruntime() -> None:
+def test_loading_thresholds_imports_no_set_up_code() -> None:
     code = (
-        "import sys; from models.yamnet.calibrate import load_thresholds; load_thresholds(); "
-        "sys.exit('onnxruntime' in sys.modules)"
+        "import sys; from models.yamnet.thresholds import load_thresholds; load_thresholds(); "
+        "heavy = {'onnxruntime', 'onnx', 'av', 'models.yamnet.calibrate'} & set(sys.modules); "
+        "sys.exit(f'imported {sorted(heavy)}' if heavy else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_the_calibration_sees_what_the_runner_sees(runner: OnnxRunner) -> None:
+    """The calibration runs the model through ``models.yamnet.offline``, not the server's
+    runner: same probabilities, and its uint8 codes are the runner's probabilities' grid."""
+    t = np.arange(3 * SAMPLE_RATE_HZ) / SAMPLE_RATE_HZ
+    chirp = 0.5 * np.sin(2 * np.pi * (200.0 * t + 600.0 * t**2))
+    noise = np.random.default_rng(5).normal(0.0, 0.1, t.size)
+    signal = np.concatenate([tone(440.0, 2.0), chirp, noise, np.zeros(8000)]).astype(np.float32)
+    patches = patches_offline(signal, HOP_FRAMES)
+    model = OfflineModel(WEIGHTS_DIR / "model.onnx")
+    probabilities = runner.run(
+        quantize_patches(patches, runner.input_quant.scale, runner.input_quant.zero_point)
+    )
+    np.testing.assert_array_equal(model.probabilities(patches), probabilities)
+    raw = model.raw(patches)
+    assert raw.dtype == np.uint8
+    # Around every threshold the calibration can choose, the codes are what the probabilities
+    # round-trip to (float32 probabilities saturate only far out, beyond any threshold).
+    with np.errstate(divide="ignore"):
+        logits = np.log(probabilities.astype(np.float64)) - np.log1p(-probabilities)
+    codes = np.rint(logits / runner.output_quant.scale) + runner.output_quant.zero_point
+    near = np.abs(raw.astype(np.int64) - runner.output_quant.zero_point) <= 10
+    assert near.any()
+    np.testing.assert_array_equal(codes[near], raw[near])
 
 
 def test_missing_rows_are_an_error(tmp_path: Path) -> None:

@@ -1,27 +1,29 @@
-"""Per-class base thresholds for YAMNet, chosen on labelled real recordings.
+"""Rebuild the per-class base thresholds for YAMNet from labelled real recordings.
 
-``load_thresholds`` is what the server imports: it reads ``thresholds.csv`` (one row per class,
-in model order) into a logit array and needs nothing but the standard library and numpy.
+A set-up and maintenance tool, never imported by the server: the run time reads the committed
+CSV through ``models.yamnet.thresholds.load_thresholds``.
 
-``python -m models.yamnet.calibrate`` is the offline maintenance step that rebuilds the CSV. It
-downloads a handful of Debian packages that ship real sound files (``apt-get download`` and
-``dpkg-deb -x`` into a temporary folder; the audio is never committed), labels each clip from the
-manifest below (by file name and package description: what a listener would tag), adds speech
-synthesised by espeak-ng and generated silence, and runs the model over every 0.975 s window with
-a 0.5 s hop, as the server does. A clip counts as tagged with a class when any of its windows
-passes (what a user of a session sees). For every class with at least ``MIN_POSITIVE_CLIPS``
-positive and ``MIN_NEGATIVE_CLIPS`` negative clips, the threshold that maximises clip-level F1
-is chosen among the midpoints of the model's uint8 logit grid within ``MAX_SHIFT_STEPS`` of the
-default (ties go to the one nearest the default; a threshold below the default must also keep
-precision at ``MIN_PRECISION``); every other class keeps the default. benchmarks/calibration.md
-has the data set and the results.
+``python -m models.yamnet.calibrate`` rebuilds ``thresholds.csv``. It downloads a handful of
+Debian packages that ship real sound files (``apt-get download`` and ``dpkg-deb -x`` into a
+temporary folder; the audio is never committed), labels each clip from the manifest below (by
+file name and package description: what a listener would tag), adds speech synthesised by
+espeak-ng and generated silence, and runs the model over every 0.975 s window with a 0.5 s hop,
+as a session does. A clip counts as tagged with a class when any of its windows passes (what a
+user of a session sees). For every class with at least ``MIN_POSITIVE_CLIPS`` positive and
+``MIN_NEGATIVE_CLIPS`` negative clips, the threshold that maximises clip-level F1 is chosen
+among the midpoints of the model's uint8 logit grid within ``MAX_SHIFT_STEPS`` of the default
+(ties go to the one nearest the default; a threshold below the default must also keep precision
+at ``MIN_PRECISION``); every other class keeps the default. benchmarks/calibration.md has the
+data set and the results.
 
 The default is the midpoint just above logit 0: it passes exactly the windows that the old rule
 ``probability > 0.5`` passed at sensitivity 0, and, being half a grid step away from every value
 the model can output, float rounding can never flip a decision.
 
-The build runs the server's own decoder and runner (imported lazily, only here) so that the
-calibration sees exactly the samples and probabilities the server sees.
+Files are decoded by ``models.yamnet.audiofile`` (bit-identical to a file session's decoding,
+checked by tests/test_audiofile.py) and the model runs through ``models.yamnet.offline`` (the
+runner's input quantisation), so the calibration sees the samples and model outputs a session
+sees. The thresholds are chosen on the model's uint8 output codes themselves.
 """
 
 from __future__ import annotations
@@ -40,25 +42,23 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.yamnet.labels import CLASS_COUNT
-from models.yamnet.spec import FRONTEND, MODEL_DIR, WEIGHTS_DIR
+from models.yamnet.audiofile import AudioFileError, decode_audio_file
+from models.yamnet.frontend import patches_offline
+from models.yamnet.labels import CLASS_COUNT, load_labels
+from models.yamnet.offline import OfflineModel
+from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
+from models.yamnet.thresholds import OUTPUT_SCALE, THRESHOLDS_PATH
 
 __all__ = [
-    "DEFAULT_THRESHOLD_LOGIT",
     "MIN_NEGATIVE_CLIPS",
     "MIN_POSITIVE_CLIPS",
     "MIN_PRECISION",
-    "THRESHOLDS_PATH",
     "Clip",
     "ClipSource",
     "choose_threshold",
     "labelled_clips",
-    "load_thresholds",
 ]
 
-THRESHOLDS_PATH = MODEL_DIR / "thresholds.csv"
-OUTPUT_SCALE = 0.7565417289733887  # the model's uint8 output quantisation (checked at build time)
-DEFAULT_THRESHOLD_LOGIT = 0.5 * OUTPUT_SCALE  # the midpoint above logit 0 (probability 0.5)
 MIN_POSITIVE_CLIPS = 8
 MIN_NEGATIVE_CLIPS = 20
 MIN_PRECISION = 0.9  # clip level, for lowering a threshold: more tags must stay right
@@ -471,22 +471,6 @@ class Clip:
     unsure: frozenset[str]
 
 
-def load_thresholds(path: Path = THRESHOLDS_PATH) -> npt.NDArray[np.float64]:
-    """[521] base logit thresholds in model order, from the committed CSV."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if len(rows) != CLASS_COUNT:
-        raise ValueError(f"{path} has {len(rows)} rows, expected {CLASS_COUNT}")
-    thresholds = np.empty(CLASS_COUNT, dtype=np.float64)
-    for position, row in enumerate(rows):
-        if int(row["index"]) != position:
-            raise ValueError(f"{path}: row {position} has index {row['index']}")
-        thresholds[position] = float(row["threshold_logit"])
-    if not np.all(np.isfinite(thresholds)):
-        raise ValueError(f"{path} has a threshold that is not finite")
-    return thresholds
-
-
 def choose_threshold(
     positive_q: npt.NDArray[np.int64], negative_q: npt.NDArray[np.int64], default_q: float
 ) -> float:
@@ -545,9 +529,6 @@ def _segments(samples: npt.NDArray[np.float32], count: int) -> list[npt.NDArray[
 
 
 def _package_clips(roots: dict[str, Path]) -> list[Clip]:
-    from server.audio import DecodeError, decode_file, parse_content_type
-
-    content_types = {".wav": "audio/wav", ".ogg": "audio/ogg", ".oga": "audio/ogg"}
     claimed: set[str] = set()
     clips: list[Clip] = []
     for source in MANIFEST:
@@ -556,10 +537,9 @@ def _package_clips(roots: dict[str, Path]) -> list[Clip]:
         matched = [f for f in files if any(fnmatch.fnmatch(f, pat) for pat in source.patterns)]
         for name in [f for f in matched if f not in claimed][:: source.every]:
             claimed.add(name)
-            content_type = parse_content_type(content_types[Path(name).suffix])
             try:
-                samples = decode_file(content_type, (root / name).read_bytes())
-            except DecodeError as exc:
+                samples = decode_audio_file(root / name)
+            except AudioFileError as exc:
                 print(f"skipped {source.package}:{name}: {exc}", file=sys.stderr)
                 continue
             for number, segment in enumerate(_segments(samples, source.segments)):
@@ -575,8 +555,6 @@ def _package_clips(roots: dict[str, Path]) -> list[Clip]:
 
 
 def _generated_clips(scratch: Path) -> list[Clip]:
-    from server.audio import decode_file, parse_content_type
-
     clips: list[Clip] = []
     espeak = shutil.which("espeak-ng")
     if espeak is None:
@@ -584,7 +562,7 @@ def _generated_clips(scratch: Path) -> list[Clip]:
     for number, (voice, text) in enumerate(ESPEAK_SENTENCES):
         wav = scratch / f"espeak-{number}.wav"
         subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True)
-        samples = decode_file(parse_content_type("audio/wav"), wav.read_bytes())
+        samples = decode_audio_file(wav)
         clips.append(
             Clip(
                 f"espeak-ng:{voice}:{number}", samples, frozenset({"Speech"}), frozenset(SPEECH_KIN)
@@ -601,15 +579,12 @@ def _generated_clips(scratch: Path) -> list[Clip]:
 
 def _clip_max_q(clips: Sequence[Clip], model_path: Path) -> tuple[npt.NDArray[np.int64], float]:
     """Per clip and class, the largest uint8 output over the clip's windows (tail zero-padded)."""
-    from models.yamnet.frontend import patches_offline, quantize_patches
-    from server.runner import OnnxRunner
-
-    runner = OnnxRunner(model_path)
-    input_quant, output_quant = runner.input_quant, runner.output_quant
-    if input_quant is None or output_quant is None:
-        raise RuntimeError("calibration runs on the int8 model (model.onnx), not a float variant")
-    if not np.isclose(output_quant.scale, OUTPUT_SCALE):
-        raise SystemExit(f"output scale is {output_quant.scale}, expected {OUTPUT_SCALE}")
+    model = OfflineModel(model_path)
+    meta = model.meta
+    if not model.quantized_output or meta.output_scale is None or meta.output_zero_point is None:
+        raise SystemExit("calibration runs on the int8 model (model.onnx), not a float variant")
+    if not np.isclose(meta.output_scale, OUTPUT_SCALE):
+        raise SystemExit(f"output scale is {meta.output_scale}, expected {OUTPUT_SCALE}")
     hop_samples = int(WINDOW_HOP_S * FRONTEND.sample_rate_hz)
     hop_frames = FRONTEND.hop_frames(WINDOW_HOP_S)
     result = np.empty((len(clips), CLASS_COUNT), dtype=np.int64)
@@ -617,17 +592,8 @@ def _clip_max_q(clips: Sequence[Clip], model_path: Path) -> tuple[npt.NDArray[np
         extra = FRONTEND.patch_samples - clip.samples.size
         extra = max(0, extra) if extra > 0 else (-clip.samples.size) % hop_samples
         padded = np.concatenate([clip.samples, np.zeros(extra, np.float32)])
-        patches = quantize_patches(
-            patches_offline(padded, hop_frames),
-            input_quant.scale,
-            input_quant.zero_point,
-        )
-        probabilities = runner.run(patches).astype(np.float64)
-        with np.errstate(divide="ignore"):  # float32 saturates far from any threshold
-            logits = np.log(probabilities) - np.log1p(-probabilities)
-        q = np.rint(logits / output_quant.scale) + output_quant.zero_point
-        result[row] = np.nan_to_num(q, posinf=255, neginf=0).max(axis=0).astype(np.int64)
-    return result, float(output_quant.zero_point)
+        result[row] = model.raw(patches_offline(padded, hop_frames)).max(axis=0)
+    return result, float(meta.output_zero_point)
 
 
 def _evidence(
@@ -708,8 +674,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clips-out", type=Path, help="also write per-clip labels and scores")
     parser.add_argument("--cache", type=Path, help="keep the extracted packages here (reused)")
     args = parser.parse_args(argv)
-    from models.yamnet.labels import load_labels
-
     labels = load_labels()
     with tempfile.TemporaryDirectory(prefix="tympan-calibrate-") as scratch:
         packages = args.cache or Path(scratch)
