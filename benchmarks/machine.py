@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -51,10 +52,21 @@ def memory_gib() -> float | None:
     return None
 
 
+def cpu_flags() -> list[str]:
+    """The vector extensions that decide which kernels run: AVX2, AVX-512 (each subset), VNNI."""
+    wanted = re.compile(r"^(avx2|avx512\w*|avx_vnni)$")
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("flags"):
+                return sorted({f for f in line.split(":", 1)[1].split() if wanted.match(f)})
+    return []
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, memory, OS, Python and the load average (whether the host was busy)."""
+    """CPU, its vector flags, cores, memory, OS, Python and the load average (host busy?)."""
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_cores": os.cpu_count(),
         "memory_gib": memory_gib(),
         "os": platform.platform(),

@@ -1,6 +1,6 @@
 """The bare model's ceiling: patches per second per variant x batch size x intra-op threads.
 
-Usage: ``python -m benchmarks.model_ceiling [--variants w8a8,w8a8-dyn,fp32]
+Usage: ``python -m benchmarks.model_ceiling [--variants w8a8,w8a8-dyn,w8a8-u8,fp32]
 [--batches 1,2,4,8,16,32,64,128] [--threads 1,2] [--runs 5] [--seconds 3] [--out FILE.json]``
 
 No decoding, no frontend, no server: one ONNX Runtime session per variant and thread count, fed
@@ -240,7 +240,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="w8a8,w8a8-dyn,fp32")
+    parser.add_argument("--variants", default="w8a8,w8a8-dyn,w8a8-u8,fp32")
     parser.add_argument("--batches", type=_ints, default=_ints("1,2,4,8,16,32,64,128"))
     parser.add_argument("--threads", type=_ints, default=_ints("1,2"))
     parser.add_argument("--runs", type=int, default=5)

@@ -152,8 +152,13 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             "max_batch_size": settings.max_batch_size,
             "batch_buckets": list(runner.bucket_sizes),
             "warmup_s": round(warm_s, 3),
+            "variant_checks": runner.variant_checks,
         }
         metrics.provider.labels(runner.provider, state.variant).set(1)
+        for checked, summary in runner.variant_checks.items():
+            for measure, value in summary.items():
+                if isinstance(value, bool | int | float):
+                    metrics.variant_check.labels(checked, measure).set(float(value))
         _freeze_start_up_heap()
         state.ready = True
         log.info(

@@ -29,7 +29,7 @@ class Settings:
     data_dir: Path = Path("var")
     model_dir: Path | None = None  # None: the fetched weights under models/yamnet/weights
     provider: str | None = None  # None: best available (TensorRT, CUDA, CPU)
-    model_variant: str = "auto"  # auto | w8a8 | w8a8-dyn | fp32 | fp16
+    model_variant: str = "auto"  # auto | w8a8 | w8a8-dyn | w8a8-u8 | fp32 | fp16
     intra_op_threads: int = 1
     max_chunk_bytes: int = 1024 * 1024
     fsync: bool = True

@@ -78,6 +78,13 @@ class Metrics:
             ["provider", "variant"],
             registry=r,
         )
+        self.variant_check = Gauge(
+            "tympan_model_variant_check",
+            "Each model variant tried at start-up against the exact semantics on the check set: "
+            "ok (1/0), top1, p95_steps, within_one_step, decision_f1, mean_abs_prob_diff",
+            ["variant", "measure"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "tympan_requests_rejected", "Requests refused by a limit", ["reason"], registry=r
         )

@@ -1,19 +1,12 @@
-"""Prepared model variants against the fetched w8a8 model, on real audio patches.
+"""Prepared model variants: how to feed them, that batching changes nothing, and that they
+compute the shipped model's semantics, judged against the exact reference on the check set.
 
-Tolerances come from measurements (onnxruntime 1.31 CPU, AMD EPYC Zen 4) on 111 windows:
-two espeak-ng sentences, speech + noise, clipped loud speech, tone, chirp, white noise,
-silence and a loud sweep, cut every 0.48 s.
-
-- w8a8-dyn is the same integer graph: its uint8 output must equal the original's bit for bit,
-  one patch at a time and in batches.
-- fp32 (weights folded, activation Q/DQ replaced by Clips) measured max |dp| 0.206 (loud
-  speech), mean |dp| 0.00024, top-1 agreement 100%. The original rounds its logits to steps of
-  0.757, which alone moves a probability near 0.5 by up to 0.094 (a whole step is 0.19), so the
-  bound is max |dp| <= 0.25 and mean |dp| <= 0.002. Top-1 counts any class tied for first in the
-  original (its quantised output ties often: plain argmax agreed on only 56% of noise windows);
-  bound >= 95%.
-- fp16 measured max |dp| 0.209 vs the original and 0.0048 vs fp32; bound 0.02 vs fp32.
-- Batched runs of the float variants measured equal to one-at-a-time runs; bound 1e-5 (fp32).
+Correct means agreeing with ``models/yamnet/checkset/reference.npz``, the fetched QDQ graph
+evaluated in exact arithmetic (``models.yamnet.exact``), never with whatever this CPU's fused
+kernels compute. w8a8-dyn is still the same integer graph as the fetched file, so both run on
+the same kernels here and must give the same bytes; whether those bytes are right on this CPU
+is what the check-set tests decide (u8s8 kernels saturate on AVX2 CPUs without VNNI).
+Batched runs of the float variants measured equal to one-at-a-time runs; bound 1e-5 (fp32).
 """
 
 from __future__ import annotations
@@ -26,9 +19,17 @@ import numpy as np
 import onnx
 import pytest
 
+from models.yamnet.checkset import (
+    REFERENCE_PATH,
+    check_patches,
+    input_sha256,
+    load_reference,
+)
+from models.yamnet.exact import ExactModel
 from models.yamnet.frontend import patches_offline
 from models.yamnet.spec import WEIGHTS_DIR
-from models.yamnet.variants import (
+from models.yamnet.variant_meta import (
+    CPU_CANDIDATES,
     INPUT_FLOAT32,
     INPUT_UINT8,
     OUTPUT_FLOAT_LOGITS,
@@ -36,15 +37,13 @@ from models.yamnet.variants import (
     VARIANTS,
     VariantMetadata,
     load_variant_metadata,
-    prepare_variants,
     variant_path,
-    verify_variant,
 )
-from server.runner import OnnxRunner
+from models.yamnet.variants import check_variant, prepare_variants
+from server.config import Settings
+from server.runner import OnnxRunner, load_runner
 
 HOP_FRAMES = 48
-MAX_PROB_DIFF = 0.25
-MAX_MEAN_PROB_DIFF = 0.002
 MIN_TOP1_AGREEMENT = 0.95
 MAX_FP16_VS_FP32 = 0.02
 MAX_FP32_BATCH_DIFF = 1e-5
@@ -117,25 +116,16 @@ def patches(signals: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([patches_offline(s, HOP_FRAMES) for s in signals.values()])
 
 
-@pytest.fixture(scope="session")
-def reference(original: Model, patches: np.ndarray) -> np.ndarray:
-    return original.probabilities(patches)
-
-
-def _top1_agreement(probs: np.ndarray, reference: np.ndarray) -> float:
-    top = probs.argmax(axis=1)
-    return float(np.mean(reference[np.arange(len(top)), top] == reference.max(axis=1)))
-
-
 def test_metadata_tells_how_to_feed_each_variant(models: dict[str, Model]) -> None:
     assert set(models) == set(VARIANTS)
-    dyn = models["w8a8-dyn"].meta
-    assert (dyn.input_dtype, dyn.output_kind, dyn.dynamic_batch) == (
-        INPUT_UINT8,
-        OUTPUT_UINT8_LOGITS,
-        True,
-    )
-    assert dyn.input_zero_point == 144 and dyn.output_zero_point == 190
+    for name in ("w8a8-dyn", "w8a8-u8"):
+        dyn = models[name].meta
+        assert (dyn.input_dtype, dyn.output_kind, dyn.dynamic_batch) == (
+            INPUT_UINT8,
+            OUTPUT_UINT8_LOGITS,
+            True,
+        )
+        assert dyn.input_zero_point == 144 and dyn.output_zero_point == 190
     for name in ("fp32", "fp16"):
         meta = models[name].meta
         assert (meta.input_dtype, meta.output_kind, meta.dynamic_batch) == (
@@ -157,7 +147,7 @@ def test_variants_are_self_contained(variant_paths: dict[str, Path]) -> None:
             init.data_location != onnx.TensorProto.EXTERNAL for init in model.graph.initializer
         )
         quantized = any(node.op_type == "QuantizeLinear" for node in model.graph.node)
-        assert quantized == (path.stem == "w8a8-dyn")
+        assert quantized == path.stem.startswith("w8a8")
 
 
 def test_w8a8_dyn_is_bit_identical_to_the_original(
@@ -167,17 +157,6 @@ def test_w8a8_dyn_is_bit_identical_to_the_original(
     dyn = models["w8a8-dyn"]
     for batch in (1, 7, len(patches)):
         np.testing.assert_array_equal(dyn.raw(patches, batch), expected)
-
-
-@pytest.mark.parametrize("name", ["fp32", "fp16"])
-def test_float_variant_matches_the_original(
-    name: str, models: dict[str, Model], patches: np.ndarray, reference: np.ndarray
-) -> None:
-    probs = models[name].probabilities(patches)
-    diff = np.abs(probs - reference)
-    assert diff.max() <= MAX_PROB_DIFF, f"max |dp| {diff.max():.4f}"
-    assert diff.mean() <= MAX_MEAN_PROB_DIFF, f"mean |dp| {diff.mean():.5f}"
-    assert _top1_agreement(probs, reference) >= MIN_TOP1_AGREEMENT
 
 
 def test_float_variants_batch_equals_one_at_a_time(
@@ -197,15 +176,104 @@ def test_fp16_stays_close_to_fp32(models: dict[str, Model], patches: np.ndarray)
     assert np.mean(fp16.argmax(1) == fp32.argmax(1)) >= MIN_TOP1_AGREEMENT
 
 
-def test_verify_variant_reports_the_same_figures(
-    variant_paths: dict[str, Path], patches: np.ndarray
+# -- the exact semantics, the same on every machine ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def check_set() -> np.ndarray:
+    return check_patches()
+
+
+def test_the_check_set_gives_the_inputs_the_reference_was_computed_from(
+    check_set: np.ndarray,
 ) -> None:
-    exact = verify_variant(variant_paths["w8a8-dyn"], WEIGHTS_DIR / "model.onnx", patches)
-    assert (exact.max_abs_diff, exact.top1_agreement, exact.batch_max_abs_diff) == (0.0, 1.0, 0.0)
-    assert exact.windows == len(patches)
-    fp32 = verify_variant(variant_paths["fp32"], WEIGHTS_DIR / "model.onnx", patches)
-    assert 0.0 < fp32.max_abs_diff <= MAX_PROB_DIFF
-    assert fp32.top1_agreement >= MIN_TOP1_AGREEMENT
+    """The frontend is exact enough that this CPU quantises every check window to the bytes
+    the committed reference saw (a mismatch would make every comparison below meaningless)."""
+    reference = load_reference()
+    meta = load_variant_metadata(WEIGHTS_DIR / "model.onnx")
+    assert len(check_set) == len(reference.output_q) >= 700
+    assert input_sha256(np.asarray(meta.model_input(check_set))) == reference.input_sha256
+    assert (reference.output_scale, reference.output_zero_point) == (
+        meta.output_scale,
+        meta.output_zero_point,
+    )
+
+
+@pytest.mark.parametrize("source", ["original", "w8a8-u8"])
+def test_exact_evaluation_reproduces_the_committed_reference_here(
+    source: str, variant_paths: dict[str, Path], check_set: np.ndarray
+) -> None:
+    """Integer sums in float64 are exact whatever BLAS does: on any CPU, the exact model gives
+    the committed bytes. Run on the w8a8-u8 file it gives them too: moving the weights to uint8
+    around 128 does not change the model's semantics."""
+    path = WEIGHTS_DIR / "model.onnx" if source == "original" else variant_paths[source]
+    meta = load_variant_metadata(WEIGHTS_DIR / "model.onnx")
+    picked = np.arange(0, len(check_set), 12)  # 60 windows across every clip, ~4 s
+    inputs = np.asarray(meta.model_input(check_set[picked]))
+    np.testing.assert_array_equal(ExactModel(path).run(inputs), load_reference().output_q[picked])
+
+
+def test_the_reference_is_the_committed_file() -> None:
+    assert REFERENCE_PATH.is_file() and REFERENCE_PATH.stat().st_size < 1_000_000
+
+
+def test_the_served_variant_agrees_with_the_exact_semantics_on_this_cpu(
+    tmp_path: Path,
+) -> None:
+    """Whatever CPU runs the suite, start-up serves a variant that passes the check, and
+    reports the verdict of every variant it tried."""
+    runner = load_runner(Settings(data_dir=tmp_path), WEIGHTS_DIR)
+    served = runner.variant
+    assert served in CPU_CANDIDATES
+    checks = runner.variant_checks
+    assert list(checks)[-1] == served and checks[served]["ok"] is True
+    assert all(checks[name]["ok"] is False for name in list(checks)[:-1])
+    assert checks[served]["top1"] >= MIN_TOP1_AGREEMENT
+    assert checks[served]["windows"] == len(load_reference().output_q)
+
+
+def _wrong_copy(source: Path, target: Path) -> None:
+    """A real model that computes something else: the classifier's bias moved by 4 logits on
+    every other class (the kind of error saturating kernels make, without needing that CPU)."""
+    model = onnx.load(str(source))
+    for init in model.graph.initializer:
+        if init.name == "model.classifier.bias":
+            values = onnx.numpy_helper.to_array(init).copy()
+            values[::2] += 4.0
+            init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+            break
+    else:
+        raise AssertionError("no classifier bias in the graph")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+
+
+def test_start_up_skips_a_variant_that_disagrees_and_says_so(
+    variant_paths: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = tmp_path / "model"
+    _wrong_copy(variant_paths["w8a8-dyn"], variant_path("w8a8-dyn", model_dir))
+    for name in ("w8a8-u8", "fp32"):
+        target = variant_path(name, model_dir)
+        target.write_bytes(variant_paths[name].read_bytes())
+    with caplog.at_level("WARNING", logger="server.runner"):
+        runner = load_runner(Settings(data_dir=tmp_path), model_dir)
+    if runner.variant_checks["w8a8-u8"]["ok"]:
+        assert runner.variant == "w8a8-u8"
+    assert runner.variant_checks["w8a8-dyn"]["ok"] is False
+    assert runner.variant_checks["w8a8-dyn"]["problems"]
+    assert "w8a8-dyn disagrees with the exact semantics" in caplog.text
+    forced = load_runner(Settings(data_dir=tmp_path, model_variant="w8a8-dyn"), model_dir)
+    assert forced.variant == "w8a8-dyn" and forced.variant_checks["w8a8-dyn"]["ok"] is False
+
+
+def test_check_variant_reports_batching_and_agreement(variant_paths: dict[str, Path]) -> None:
+    report = check_variant(variant_paths["fp32"])
+    assert report.name == "fp32"
+    assert report.batch_max_abs_logit_diff is not None
+    assert report.batch_max_abs_logit_diff <= 1e-4
+    assert report.agreement.windows == len(load_reference().output_q)
+    assert 0.0 < report.agreement.within_one_step < 1.0
 
 
 def test_runner_runs_the_dynamic_variant_like_the_original(

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from models.yamnet.variants import OUTPUT_UINT8_LOGITS, VariantMetadata, load_variant_metadata
+from models.yamnet.variant_meta import OUTPUT_UINT8_LOGITS, VariantMetadata, load_variant_metadata
 
 __all__ = ["OfflineModel"]
 
