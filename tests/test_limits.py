@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -167,4 +168,11 @@ async def test_metrics_exposition(api: Api) -> None:
     assert 'route="/api/v1/audio_sessions/{session_id}/chunks/{seq}"' in text
     assert "tympan_queue_seconds_bucket" in text and "tympan_compute_seconds_bucket" in text
     assert 'tympan_model_info{provider="CPUExecutionProvider"' in text
+    served = re.search(r'tympan_model_info\{provider="[^"]+",variant="yamnet-([^"]+)"\}', text)
+    assert served is not None
+    assert f'tympan_model_variant_check{{measure="ok",variant="{served[1]}"}} 1.0' in text
+    assert 'tympan_model_variant_check{measure="top1"' in text
+    ready = await api.client.get("/readyz")
+    checks = (await ready.json())["variant_checks"]
+    assert checks[served[1]]["ok"] is True and checks[served[1]]["windows"] >= 700
     assert session_id not in text
