@@ -201,12 +201,12 @@ def write_reference(weights_dir: Path, path: Path = REFERENCE_PATH) -> Reference
 # outputs to within one step on only ~95% of (window, class) pairs, every fused int8 kernel on
 # ~77-80%, whatever the CPU, so "99% within one step" cannot be met by any float32 engine. What
 # separates a correct engine from a broken one (u8s8 kernels saturating on AVX2 without VNNI) is
-# the tail and the decisions. Measured on the check set: correct engines (ORT unfused, u8s8 with
-# VNNI, u8u8 on AVX2 and AVX-512, fp32) have p95 2-3 steps, top-1 97.5-99.5%, mean |dp| under
-# 0.0005; u8s8 on AVX2 without VNNI has p95 20 steps, top-1 77.5%, mean |dp| 0.0028. The bounds
-# sit between, with room on both sides.
+# the tail and the decisions. Measured on the 717 check windows: correct engines (u8s8 with VNNI,
+# u8u8 on AVX2 and on AVX-512, fp32, fp16) have p95 2.0-2.1 steps, top-1 95.5-98.9%, tag F1
+# 0.978-0.981, mean |dp| 0.0003-0.0004; u8s8 on AVX2 without VNNI has p95 13 steps, top-1 73.1%,
+# tag F1 0.810, mean |dp| 0.0024. Each bound sits between, with room on both sides.
 MAX_P95_STEPS = 6.0
-MIN_TOP1_AGREEMENT = 0.95
+MIN_TOP1_AGREEMENT = 0.90
 MIN_DECISION_F1 = 0.9
 MAX_MEAN_ABS_PROB_DIFF = 0.001
 
