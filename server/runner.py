@@ -278,6 +278,15 @@ def load_runner(settings: Any, model_dir: Path) -> OnnxRunner:
         verdict = check_runner(runner, settings.max_batch_size)
         checks[candidate] = {**verdict.summary(), "problems": verdict.problems}
         if verdict.ok:
+            log.info(
+                "model variant %s agrees with the exact semantics on %d check windows "
+                "(p95 %.1f steps, top-1 %.1f%%, tag F1 %.3f)",
+                candidate,
+                verdict.windows,
+                verdict.p95_steps,
+                100 * verdict.top1,
+                verdict.decision_f1,
+            )
             break
         last = position == len(candidates) - 1
         log.warning(
