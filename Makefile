@@ -49,10 +49,11 @@ serve: setup
 	$(VENV)/bin/tympan serve
 
 # Test-only system tools from Debian's packages: espeak-ng speaks the test sentences, openssl
-# makes the TLS test's certificate.
+# makes the TLS test's certificate, qemu-user runs the model as an AVX2-only CPU would.
 test-deps:
 	$(call apt_install,espeak-ng,command -v espeak-ng)
 	$(call apt_install,openssl,command -v openssl)
+	$(call apt_install,qemu-user,command -v qemu-x86_64)
 
 lint: setup
 	$(VENV)/bin/ruff check .
