@@ -12,9 +12,11 @@ half-second chunks, as the REST reference recommends.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import cochl_sense_api as cochl
 import numpy as np
@@ -43,6 +45,15 @@ def speech_22k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return (audio[: RATE_HZ * 8] + noise[: RATE_HZ * 8]).astype(np.float32)
 
 
+@contextlib.contextmanager
+def connect(url: str, key: str) -> Iterator[cochl.AudioSessionApi]:
+    """Cochl's client with only the host changed."""
+    configuration = cochl.Configuration(host=f"{url}/api/v1")
+    configuration.api_key["API_Key"] = key
+    with cochl.ApiClient(configuration) as client:
+        yield cochl.AudioSessionApi(client)
+
+
 @pytest.fixture(scope="module")
 def sense(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cochl.AudioSessionApi]:
     data_dir = tmp_path_factory.mktemp("samples") / "var"
@@ -52,10 +63,8 @@ def sense(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cochl.AudioSessi
     key = make_key(data_dir, "samples")
     server.start(wait=True)
     try:
-        configuration = cochl.Configuration(host=f"{server.url}/api/v1")
-        configuration.api_key["API_Key"] = key
-        with cochl.ApiClient(configuration) as client:
-            yield cochl.AudioSessionApi(client)
+        with connect(server.url, key) as sense:
+            yield sense
     finally:
         server.kill()
 
@@ -66,9 +75,11 @@ def encode(samples: np.ndarray, sample_format: str) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-def sliding_chunks(audio: bytes, frame_bytes: int, hop_s: float) -> list[bytes]:
+def sliding_chunks(
+    audio: bytes, frame_bytes: int, hop_s: float, rate_hz: int = RATE_HZ
+) -> list[bytes]:
     """As the samples cut them: 1 s of audio, the next one starting ``hop_s`` later."""
-    size, step = RATE_HZ * frame_bytes, round(hop_s * RATE_HZ) * frame_bytes
+    size, step = rate_hz * frame_bytes, round(hop_s * rate_hz) * frame_bytes
     chunks = []
     for start in range(0, len(audio), step):
         chunks.append(audio[start : start + size])
@@ -77,8 +88,8 @@ def sliding_chunks(audio: bytes, frame_bytes: int, hop_s: float) -> list[bytes]:
     return chunks
 
 
-def contiguous_chunks(audio: bytes, frame_bytes: int) -> list[bytes]:
-    size = RATE_HZ // 2 * frame_bytes
+def contiguous_chunks(audio: bytes, frame_bytes: int, rate_hz: int = RATE_HZ) -> list[bytes]:
+    size = rate_hz // 2 * frame_bytes
     return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
@@ -94,16 +105,25 @@ def events_of(status: cochl.SessionStatus) -> list[Event]:
     ]
 
 
-def stream(
-    sense: cochl.AudioSessionApi, content_type: str, hop: str, chunks: list[bytes]
-) -> list[Event]:
-    """Upload like the samples do, reading results as they go by following next_token."""
+def create(sense: cochl.AudioSessionApi, content_type: str, hop: str) -> str:
     created = sense.create_session(
         cochl.CreateSession(
             content_type=content_type, type=cochl.SessionType.STREAM, window_hop=hop
         )
     )
-    session_id = created.session_id
+    return str(created.session_id)
+
+
+def stream(
+    sense: cochl.AudioSessionApi,
+    content_type: str,
+    hop: str,
+    chunks: list[bytes],
+    session_id: str | None = None,
+    first_seq: int = 0,
+) -> list[Event]:
+    """Upload like the samples do, reading results as they go by following next_token."""
+    session_id = session_id or create(sense, content_type, hop)
     events: list[Event] = []
     token: str | None = None
 
@@ -116,7 +136,7 @@ def stream(
         assert status.error is None, status.error
         return status.inference.page.next_token if status.inference.page else None
 
-    for seq, chunk in enumerate(chunks):
+    for seq, chunk in enumerate(chunks, start=first_seq):
         data = base64.b64encode(chunk).decode()
         refs = sense.upload_chunk(session_id, seq, cochl.AudioChunk(data=data))
         assert refs.chunk_sequence == seq + 1
@@ -152,3 +172,37 @@ def test_sample_clients_sliding_windows_give_the_contiguous_windows(
         assert starts == [round(i * hop_s, 3) for i in range(len(starts))]
         assert len(starts) >= (len(speech_22k) / RATE_HZ - 1) / hop_s
         assert any("Speech" in e[2] for e in got), got
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("rate_hz", "sample_format"), [(16_000, "s16"), (RATE_HZ, "f32")])
+def test_sigkill_mid_sliding_stream_then_the_rest(
+    tmp_path: Path, speech_22k: np.ndarray, rate_hz: int, sample_format: str
+) -> None:
+    """Chunks acknowledged before a SIGKILL are kept, and the restarted server reads the
+    next sliding chunk against the same stored past (at 16 kHz, where consumed audio is pruned
+    while streaming, and at 22,050 Hz)."""
+    server = ServerProcess(tmp_path / "var", env={"TYMPAN_LOG_LEVEL": "WARNING"})
+    key = make_key(server.data_dir, "crash")
+    content_type = f"audio/x-raw; rate={rate_hz}; format={sample_format}"
+    frame_bytes = 4 if sample_format == "f32" else 2
+    audio = encode(speech_22k, sample_format)
+    chunks = sliding_chunks(audio, frame_bytes, 0.5, rate_hz)
+    cut = len(chunks) // 2
+    server.start(wait=True)
+    try:
+        with connect(server.url, key) as sense:
+            session_id = create(sense, content_type, "0.5s")
+            for seq, chunk in enumerate(chunks[:cut]):
+                data = base64.b64encode(chunk).decode()
+                sense.upload_chunk(session_id, seq, cochl.AudioChunk(data=data))
+        server.kill()
+        server.start(wait=True)
+        with connect(server.url, key) as sense:
+            got = stream(sense, content_type, "0.5s", chunks[cut:], session_id, first_seq=cut)
+            expected = stream(
+                sense, content_type, "0.5s", contiguous_chunks(audio, frame_bytes, rate_hz)
+            )
+    finally:
+        server.kill()
+    assert [e[:3] for e in got] == [e[:3] for e in expected]
