@@ -131,8 +131,12 @@ def _schemas() -> dict[str, Schema]:
             "description": (
                 "Type of audio to send: audio/wav, audio/mpeg, audio/ogg, audio/flac, audio/webm, "
                 "audio/aac, audio/mp4 (and their common aliases), or raw PCM as "
-                "`audio/x-raw; rate=16000; format=s16le; channels=1`. An unsupported or malformed "
-                "content type is refused with 400 at creation."
+                "`audio/x-raw; rate=16000; format=s16le; channels=1`. Raw sample formats: "
+                "s16le, s16be, s24le, s24be, s32le, s32be, u16le, u16be, u24le, u24be, u32le, "
+                "u32be, f16le, f16be, f24le, f24be, f32le, f32be, f64le, f64be, s8, u8, and "
+                "without a byte order (s16, s24, s32, u16, u24, u32, f16, f24, f32, f64, as "
+                "Cochl's sample clients write them) read as little-endian. An unsupported or "
+                "malformed content type is refused with 400 at creation."
             ),
             "example": "audio/x-raw; rate=16000; format=s16le",
         },

@@ -28,6 +28,7 @@ import numpy as np
 from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
+from server.audio.overlap import OverlapGeometry
 from server.metrics import Metrics
 from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes, split_batch
 from server.scheduler import BatchScheduler
@@ -84,6 +85,9 @@ class _Worker:
         # Replayable streams keep only the chunks the next window still needs (see _prune).
         replayable = session.is_stream and engine.config.prune_consumed_audio
         self.frame_bytes = replay_frame_bytes(fmt) if replayable else None
+        # The end of the timeline stays stored: after a restart the sliding-window rule reads it.
+        geometry = OverlapGeometry.for_stream(fmt, params.window_hop_s)
+        self.history_bytes = geometry.history_bytes if geometry else 0
         self.kept: list[tuple[int, int, int]] = list(layout)  # (seq, byte offset, size)
         # Sessions prune every few chunks, each at its own phase: streams started together
         # (400 in the benchmark) otherwise all deleted their audio in the same half second,
@@ -173,16 +177,19 @@ class _Worker:
 
     async def _prune(self) -> None:
         """Delete the audio of chunks entirely before the next window's first sample: a restart
-        replays from the first kept chunk, so that is all it needs."""
+        replays from the first kept chunk, so that is all it needs. The timeline's last
+        ``history_bytes`` stay too: the sliding-window rule rebuilds its state from them."""
         if not self.frame_bytes:
             return
         needed_from = self.session.results_count * self.hop_samples
+        history_from = self.next_offset - self.history_bytes
         # Only chunks already fed: after a restart, kept chunks before the next window are
         # still queued for replay (they rebuild the frontend's state) and must stay readable.
         done = [
             seq
             for seq, offset, size in self.kept
             if -(-(offset + size) // self.frame_bytes) <= needed_from
+            and offset + size <= history_from
             and seq <= self.fed_through_seq
         ]
         if len(done) < self.prune_after:

@@ -36,6 +36,11 @@ class Metrics:
         self.chunk_bytes = Counter(
             "tympan_chunk_bytes_received", "Bytes of audio acknowledged", registry=r
         )
+        self.chunk_overlap_bytes = Counter(
+            "tympan_chunk_overlap_bytes",
+            "Bytes of sliding-window stream chunks that repeated stored audio and were dropped",
+            registry=r,
+        )
         self.audio_seconds = Counter(
             "tympan_audio_seconds_decoded",
             "Seconds of audio decoded (16 kHz mono)",

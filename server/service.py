@@ -18,6 +18,7 @@ import pybase64
 
 from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
 from protocol.messages import (
+    AudioType,
     CreateSession,
     Page,
     SenseEvent,
@@ -29,6 +30,7 @@ from protocol.messages import (
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
 from server.audio import ContentTypeError, parse_content_type
+from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
 from server.config import Settings
 from server.engine import InferenceEngine
@@ -100,6 +102,15 @@ def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
         raise BadRequest("data is not valid base64") from None
 
 
+def _overlap_geometry(params: CreateSession) -> OverlapGeometry | None:
+    """Parse the content type (``ContentTypeError`` when bad); the sliding-window geometry of
+    a raw stream, None for files and other formats (their chunks are always contiguous)."""
+    fmt = parse_content_type(params.content_type)
+    if params.type is not AudioType.STREAM:
+        return None
+    return OverlapGeometry.for_stream(fmt, params.window_hop_s)
+
+
 class SessionService:
     def __init__(
         self,
@@ -145,12 +156,25 @@ class SessionService:
                 created_at=row.created_at,
                 last_activity_at=row.last_activity_at,
             )
+            if session.state is SessionState.WRITABLE:
+                session.tail = await self._stored_tail(session)
             self._sessions[session.id] = session
             self._open_by_key[session.key_id] = self._open_by_key.get(session.key_id, 0) + 1
             if not session.inference_done:
                 layout = await self._store.read(partial(Store.chunk_layout, session_id=row.id))
                 self._engine.recover(session, layout)
         return len(rows)
+
+    async def _stored_tail(self, session: Session) -> StreamTail | None:
+        """Rebuild a raw stream's sliding-window state from its stored chunks."""
+        geometry = _overlap_geometry(session.params)
+        if geometry is None:
+            return None
+        session_id = session.id
+        history, stored_bytes, last_chunk_bytes = await self._store.read(
+            lambda s: s.stream_tail(session_id, geometry.history_bytes)
+        )
+        return StreamTail(geometry, history, stored_bytes, last_chunk_bytes)
 
     @property
     def open_sessions(self) -> dict[str, int]:
@@ -221,7 +245,7 @@ class SessionService:
                 headers={"Retry-After": str(max(1, round(lag_s)))},
             )
         try:
-            parse_content_type(params.content_type)
+            geometry = _overlap_geometry(params)
         except ContentTypeError as exc:
             raise BadRequest(str(exc)) from None
         session_id = new_session_id()
@@ -229,6 +253,7 @@ class SessionService:
         stored = params_to_dict(params)
         await self._store.write(lambda s: s.insert_session(session_id, caller.key_id, stored, now))
         session = Session(session_id, caller.key_id, params, created_at=now, last_activity_at=now)
+        session.tail = None if geometry is None else StreamTail(geometry)
         self._sessions[session_id] = session
         self._open_by_key[caller.key_id] = self._open_by_key.get(caller.key_id, 0) + 1
         log.info(
@@ -256,13 +281,19 @@ class SessionService:
                 )
             now = time.time()
             readonly = session.reaches_total_size(len(audio))
+            overlap = 0 if session.tail is None else session.tail.overlap_of(audio)
+            added = audio[overlap:] if overlap else audio
             await self._store.write(
-                lambda s: s.append_chunk(session_id, seq, audio, digest, now, readonly)
+                lambda s: s.append_chunk(session_id, seq, added, digest, now, readonly, overlap)
             )
             session.apply_chunk(audio, now, digest)
+            if session.tail is not None:
+                session.tail.append(audio, overlap)
         self._metrics.chunks.labels(session.params.type.value).inc()
         self._metrics.chunk_bytes.inc(len(audio))
-        self._engine.chunk_accepted(session, seq, audio)
+        if overlap:
+            self._metrics.chunk_overlap_bytes.inc(overlap)
+        self._engine.chunk_accepted(session, seq, added)
         return SessionRefs(session.id, session.next_chunk_seq)
 
     async def update(self, session_id: str, key: str | None, body: Any) -> None:

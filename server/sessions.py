@@ -15,6 +15,7 @@ from typing import Any
 from protocol.errors import Conflict, Forbidden, PayloadTooLarge
 from protocol.messages import AudioType, CreateSession
 from protocol.states import SessionState, transition
+from server.audio.overlap import StreamTail
 
 __all__ = ["ChunkDecision", "Session", "chunk_digest", "params_from_dict", "params_to_dict"]
 
@@ -61,6 +62,8 @@ class Session:
     created_at: float = 0.0
     last_activity_at: float = 0.0
     pending_chunks: int = field(default=0)
+    # Raw streams only: the end of the stored timeline, for recognising sliding-window chunks.
+    tail: StreamTail | None = field(default=None, repr=False)
 
     @property
     def is_stream(self) -> bool:

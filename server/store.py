@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     seq INTEGER NOT NULL,
     size INTEGER NOT NULL,
     pruned INTEGER NOT NULL DEFAULT 0,
+    overlap INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunk_audio (
@@ -167,9 +168,17 @@ class Store:
         self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (SCHEMA_VERSION,),
         )
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older tympan up to ``SCHEMA_VERSION``."""
+        chunk_columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
+        if "overlap" not in chunk_columns:  # version 1: no sliding-window chunks yet
+            self._db.execute("ALTER TABLE chunks ADD COLUMN overlap INTEGER NOT NULL DEFAULT 0")
 
     @property
     def path(self) -> Path:
@@ -334,21 +343,59 @@ class Store:
         digest: bytes,
         now: float,
         readonly: bool,
+        overlap: int = 0,
     ) -> None:
-        """Store the chunk's bytes and record it; the caller's transaction makes it durable."""
+        """Store the chunk's bytes and record it; the caller's transaction makes it durable.
+
+        ``data`` is what the chunk adds to the session's audio timeline; ``overlap`` is how many
+        bytes the client sent before it that repeated the timeline (a sliding-window chunk), so
+        the chunk received was ``overlap + len(data)`` bytes.
+        """
         self._db.execute(
             "INSERT INTO chunk_audio(session_id, seq, data) VALUES (?, ?, ?)",
             (session_id, seq, data),
         )
         self._db.execute(
-            "INSERT INTO chunks(session_id, seq, size) VALUES (?, ?, ?)",
-            (session_id, seq, len(data)),
+            "INSERT INTO chunks(session_id, seq, size, overlap) VALUES (?, ?, ?, ?)",
+            (session_id, seq, len(data), overlap),
         )
         self._db.execute(
             "UPDATE sessions SET next_chunk_seq = ?, bytes_received = bytes_received + ?,"
             " last_chunk_sha256 = ?, last_activity_at = ?,"
             " state = CASE WHEN ? THEN 'readonly' ELSE state END WHERE id = ?",
-            (seq + 1, len(data), digest, now, readonly, session_id),
+            (seq + 1, overlap + len(data), digest, now, readonly, session_id),
+        )
+
+    def stream_tail(self, session_id: str, max_bytes: int) -> tuple[bytes, int, int]:
+        """The end of a stream's stored timeline, for the sliding-window rule after a restart:
+        (up to ``max_bytes`` of its last kept audio, the timeline's length, the size of the
+        last chunk received). The audio stops at a pruned chunk: less history, never a gap."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM chunks WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        stored_bytes = int(row[0])
+        last = self._db.execute(
+            "SELECT size + overlap FROM chunks WHERE session_id = ? ORDER BY seq DESC LIMIT 1",
+            (session_id,),
+        ).fetchone()
+        pieces: list[bytes] = []
+        kept = 0
+        rows = self._db.execute(
+            "SELECT c.pruned, a.data FROM chunks c LEFT JOIN chunk_audio a"
+            " ON a.session_id = c.session_id AND a.seq = c.seq"
+            " WHERE c.session_id = ? ORDER BY c.seq DESC",
+            (session_id,),
+        )
+        for pruned, data in rows:
+            if kept >= max_bytes or pruned or data is None:
+                break
+            pieces.append(bytes(data))
+            kept += len(data)
+        history = b"".join(reversed(pieces))
+        return (
+            history[max(0, len(history) - max_bytes) :],
+            stored_bytes,
+            int(last[0]) if last else 0,
         )
 
     def chunk_layout(self, session_id: str) -> list[tuple[int, int, int]]:

@@ -50,7 +50,9 @@ class ServerProcess:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            assert self._process is not None and self._process.poll() is None, self.log()
+            assert self._process is not None, "the server was not started"
+            status = self._process.poll()
+            assert status is None, f"the server exited with status {status}:\n{self.log()}"
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1.0) as response:
                     if response.status == 200:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from server.audio import (
@@ -11,6 +13,7 @@ from server.audio import (
     ContentTypeError,
     parse_content_type,
 )
+from server.audio.pcm import RAW_SAMPLE_FORMAT_ALIASES
 
 BRIEF_RAW_FORMATS = [
     f"{kind}{bits}{order}" for kind in "suf" for bits in (16, 24, 32) for order in ("le", "be")
@@ -57,6 +60,32 @@ def test_every_raw_format_is_accepted(sample_format: str) -> None:
     fmt = parse_content_type(f"audio/x-raw; rate=8000; format={sample_format}")
     assert fmt.sample_format == sample_format
     assert sample_format in RAW_SAMPLE_FORMATS
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [(alias, name) for alias, name in RAW_SAMPLE_FORMAT_ALIASES.items()],
+)
+def test_formats_without_byte_order_are_little_endian(written: str, canonical: str) -> None:
+    """Cochl's sample clients write ``format=f32`` (Python, Java) and ``format=s16``
+    (JavaScript) and send little-endian samples."""
+    fmt = parse_content_type(f"audio/x-raw; rate=22050; format={written.upper()}")
+    assert fmt == AudioFormat("audio/x-raw", 22050, canonical, 1)
+    assert not fmt.raw_sample_format.big_endian
+
+
+@pytest.mark.parametrize("written", ["s16", "s32", "f32", "f64"])
+def test_issue_named_formats_have_aliases(written: str) -> None:
+    assert parse_content_type(f"audio/x-raw; rate=22050; format={written}").sample_format == (
+        written + "le"
+    )
+
+
+def test_unknown_format_error_lists_every_name() -> None:
+    with pytest.raises(ContentTypeError) as caught:
+        parse_content_type("audio/x-raw; rate=16000; format=f12")
+    listed = set(re.findall(r"\b[a-z0-9]+\b", str(caught.value)))
+    assert {*RAW_SAMPLE_FORMATS, *RAW_SAMPLE_FORMAT_ALIASES} <= listed
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,7 +28,8 @@ from protocol.messages import parse_window_hop
 from protocol.openapi import openapi_document
 from server.app import create_app
 from server.appkeys import SERVICE
-from server.audio import formats
+from server.audio import RAW_SAMPLE_FORMATS, formats
+from server.audio.pcm import RAW_SAMPLE_FORMAT_ALIASES
 from server.config import Settings
 from server.service import DEFAULT_PAGE_COUNT, MAX_PAGE_COUNT
 from tests.conftest import RAW_S16, b64, s16, tone
@@ -222,6 +224,8 @@ def test_document_limits_match_the_server() -> None:
     content_types = DOC["components"]["schemas"]["AudioContentType"]["description"]
     canonical = {value for name, value in vars(formats).items() if name.startswith("MIME_")}
     assert all(mime in content_types for mime in canonical), canonical
+    raw_names = [*RAW_SAMPLE_FORMATS, *RAW_SAMPLE_FORMAT_ALIASES]
+    assert all(re.search(rf"\b{name}\b", content_types) for name in raw_names), raw_names
 
 
 @pytest.mark.parametrize(

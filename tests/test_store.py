@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import time
 from functools import partial
@@ -128,3 +129,34 @@ def test_a_late_write_does_not_bring_a_deleted_session_back(tmp_path: Path) -> N
         assert [row.id for row in store.load_sessions()] == []
     finally:
         store.close()
+
+
+def test_version_1_database_gains_the_overlap_column(tmp_path: Path) -> None:
+    """A database from before sliding-window chunks opens, keeps its chunks (overlap 0) and
+    records overlaps from then on."""
+    path = tmp_path / "tympan.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE chunks (session_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " size INTEGER NOT NULL, pruned INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (session_id, seq)) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', 1);"
+        "INSERT INTO chunks(session_id, seq, size) VALUES ('s', 0, 8);"
+    )
+    old.close()
+    store = Store(path, fsync=False)
+    try:
+        store.append_chunk("s", 1, bytes(4), b"\0" * 32, now=0.0, readonly=False, overlap=4)
+        assert store.stream_tail("s", 100) == (bytes(4), 12, 8)
+    finally:
+        store.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
+        assert check.execute("SELECT seq, overlap FROM chunks ORDER BY seq").fetchall() == [
+            (0, 0),
+            (1, 4),
+        ]
+    finally:
+        check.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.audio.errors import ContentTypeError
-from server.audio.pcm import RAW_SAMPLE_FORMATS, SampleFormat
+from server.audio.pcm import RAW_SAMPLE_FORMAT_ALIASES, RAW_SAMPLE_FORMATS, SampleFormat
 
 __all__ = [
     "MAX_CHANNELS",
@@ -78,7 +78,8 @@ class AudioFormat:
     """A parsed content type.
 
     ``sample_rate_hz``, ``sample_format`` and ``channels`` describe raw PCM only; every other
-    format carries its rate and channel count in its own headers.
+    format carries its rate and channel count in its own headers. ``sample_format`` is the
+    canonical name: ``f32`` (no byte order, as Cochl's sample clients write it) becomes ``f32le``.
     """
 
     mime: str
@@ -140,10 +141,12 @@ def _parse_raw(params: dict[str, str]) -> AudioFormat:
     rate_hz = _parse_int("rate", params["rate"], MIN_RAW_RATE_HZ, MAX_RAW_RATE_HZ)
     channels = _parse_int("channels", params.get("channels", "1"), 1, MAX_CHANNELS)
     sample_format = params.get("format", DEFAULT_RAW_SAMPLE_FORMAT)
+    sample_format = RAW_SAMPLE_FORMAT_ALIASES.get(sample_format, sample_format)
     if sample_format not in RAW_SAMPLE_FORMATS:
         raise ContentTypeError(
             f"unknown audio/x-raw format {sample_format!r}; "
-            f"supported: {', '.join(RAW_SAMPLE_FORMATS)}"
+            f"supported: {', '.join(RAW_SAMPLE_FORMATS)}; "
+            f"and, read as little-endian, {', '.join(RAW_SAMPLE_FORMAT_ALIASES)}"
         )
     if params.get("layout", _INTERLEAVED) != _INTERLEAVED:
         raise ContentTypeError("audio/x-raw supports only layout=interleaved")

@@ -15,7 +15,14 @@ import numpy as np
 
 from server.audio.errors import DecodeError
 
-__all__ = ["RAW_SAMPLE_FORMATS", "PcmCarry", "SampleFormat", "average_channels", "pcm_to_mono"]
+__all__ = [
+    "RAW_SAMPLE_FORMATS",
+    "RAW_SAMPLE_FORMAT_ALIASES",
+    "PcmCarry",
+    "SampleFormat",
+    "average_channels",
+    "pcm_to_mono",
+]
 
 _BITS_PER_BYTE = 8
 _PACKED_24_BIT_BYTES = 3
@@ -60,6 +67,13 @@ def _build_formats() -> dict[str, SampleFormat]:
 
 
 RAW_SAMPLE_FORMATS: dict[str, SampleFormat] = _build_formats()
+
+# Cochl's sample clients name formats without a byte order (``format=f32`` in Python and Java,
+# ``format=s16`` in JavaScript) and send little-endian samples, the native order of the machines
+# they run on; every multi-byte format is accepted that way and read as its ``le`` twin.
+RAW_SAMPLE_FORMAT_ALIASES: dict[str, str] = {
+    name[:-2]: name for name in RAW_SAMPLE_FORMATS if name.endswith("le")
+}
 
 
 def _widen_24_bit(data: bytes | memoryview, big_endian: bool) -> np.ndarray:
