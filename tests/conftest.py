@@ -73,15 +73,32 @@ def tone(freq_hz: float, seconds: float, amplitude: float = 0.5) -> np.ndarray:
     return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def speech_16k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """Synthesized speech from espeak-ng, resampled to 16 kHz mono float32."""
+def sliding_chunks(audio: bytes, chunk_bytes: int, step_bytes: int) -> list[bytes]:
+    """Stream chunks as Cochl's sample clients cut them: ``chunk_bytes`` of audio, each one
+    starting ``step_bytes`` after the previous one, the last one ending with the audio."""
+    chunks = []
+    for start in range(0, len(audio), step_bytes):
+        chunks.append(audio[start : start + chunk_bytes])
+        if start + chunk_bytes >= len(audio):
+            break
+    return chunks
+
+
+def espeak_wav(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, int]:
+    """espeak-ng's recording of SPEECH_TEXT at its own rate: the file, float32 mono, the rate."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         pytest.fail("espeak-ng is required (make test installs it)")
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     subprocess.run([espeak, "-w", str(path), SPEECH_TEXT], check=True)
     audio, rate = sf.read(path, dtype="float32")
+    return path, audio, rate
+
+
+@pytest.fixture(scope="session")
+def speech_16k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Synthesized speech from espeak-ng, resampled to 16 kHz mono float32."""
+    path, audio, rate = espeak_wav(tmp_path_factory)
     from server.audio import decode_file, parse_content_type
 
     return (

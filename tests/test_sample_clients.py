@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import cochl_sense_api as cochl
 import numpy as np
 import pytest
-import soundfile as sf
 
-from tests.conftest import SPEECH_TEXT, make_key
+from tests.conftest import espeak_wav, make_key
+from tests.conftest import sliding_chunks as cut_sliding
 from tests.serverproc import ServerProcess
 
 RATE_HZ = 22_050  # the samples' rate, and espeak-ng's own
@@ -34,12 +32,7 @@ Event = tuple[float, float, tuple[str, ...], tuple[float, ...]]
 
 @pytest.fixture(scope="module")
 def speech_22k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.fail("espeak-ng is required (make test installs it)")
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    subprocess.run([espeak, "-w", str(path), SPEECH_TEXT], check=True)
-    audio, rate = sf.read(path, dtype="float32")
+    _, audio, rate = espeak_wav(tmp_path_factory)
     assert rate == RATE_HZ
     noise = np.random.default_rng(20).normal(0, NOISE_FLOOR, len(audio))
     return (audio[: RATE_HZ * 8] + noise[: RATE_HZ * 8]).astype(np.float32)
@@ -79,13 +72,7 @@ def sliding_chunks(
     audio: bytes, frame_bytes: int, hop_s: float, rate_hz: int = RATE_HZ
 ) -> list[bytes]:
     """As the samples cut them: 1 s of audio, the next one starting ``hop_s`` later."""
-    size, step = rate_hz * frame_bytes, round(hop_s * rate_hz) * frame_bytes
-    chunks = []
-    for start in range(0, len(audio), step):
-        chunks.append(audio[start : start + size])
-        if start + size >= len(audio):
-            break
-    return chunks
+    return cut_sliding(audio, rate_hz * frame_bytes, round(hop_s * rate_hz) * frame_bytes)
 
 
 def contiguous_chunks(audio: bytes, frame_bytes: int, rate_hz: int = RATE_HZ) -> list[bytes]:

@@ -11,6 +11,7 @@ import pytest
 from server.audio import AudioFormat, parse_content_type
 from server.audio.overlap import OverlapGeometry, StreamTail
 from server.store import Store
+from tests.conftest import sliding_chunks
 
 RATE_HZ = 22_050
 F32 = parse_content_type(f"audio/x-raw; rate={RATE_HZ}; format=f32")
@@ -33,13 +34,7 @@ def noise(seconds: float, seed: int = 0, width: int = 4) -> bytes:
 
 def sliding(audio: bytes, frame: int, chunk_s: float = 1.0, hop_s: float = 0.5) -> list[bytes]:
     """Chunks as Cochl's sample clients cut them: ``chunk_s`` of audio every ``hop_s``."""
-    size, step = round(chunk_s * RATE_HZ) * frame, round(hop_s * RATE_HZ) * frame
-    chunks = []
-    for start in range(0, len(audio), step):
-        chunks.append(audio[start : start + size])
-        if start + size >= len(audio):
-            break
-    return chunks
+    return sliding_chunks(audio, round(chunk_s * RATE_HZ) * frame, round(hop_s * RATE_HZ) * frame)
 
 
 def contiguous(audio: bytes, size: int) -> list[bytes]:
