@@ -222,7 +222,7 @@ def test_the_served_variant_agrees_with_the_exact_semantics_on_this_cpu(
 ) -> None:
     """Whatever CPU runs the suite, start-up serves a variant that passes the check, and
     reports the verdict of every variant it tried."""
-    runner = load_runner(Settings(data_dir=tmp_path), WEIGHTS_DIR)
+    runner = load_runner(Settings(data_dir=tmp_path, provider="CPU"), WEIGHTS_DIR)
     served = runner.variant
     assert served in CPU_CANDIDATES
     checks = runner.variant_checks
@@ -257,13 +257,15 @@ def test_start_up_skips_a_variant_that_disagrees_and_says_so(
         target = variant_path(name, model_dir)
         target.write_bytes(variant_paths[name].read_bytes())
     with caplog.at_level("WARNING", logger="server.runner"):
-        runner = load_runner(Settings(data_dir=tmp_path), model_dir)
+        runner = load_runner(Settings(data_dir=tmp_path, provider="CPU"), model_dir)
     if runner.variant_checks["w8a8-u8"]["ok"]:
         assert runner.variant == "w8a8-u8"
     assert runner.variant_checks["w8a8-dyn"]["ok"] is False
     assert runner.variant_checks["w8a8-dyn"]["problems"]
     assert "w8a8-dyn disagrees with the exact semantics" in caplog.text
-    forced = load_runner(Settings(data_dir=tmp_path, model_variant="w8a8-dyn"), model_dir)
+    forced = load_runner(
+        Settings(data_dir=tmp_path, provider="CPU", model_variant="w8a8-dyn"), model_dir
+    )
     assert forced.variant == "w8a8-dyn" and forced.variant_checks["w8a8-dyn"]["ok"] is False
 
 
