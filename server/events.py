@@ -61,8 +61,8 @@ __all__ = [
 
 DEFAULT_MERGE_WINDOW_MS = 500
 DEFAULT_MIN_DURATION_MS = 0
-DEFAULT_ONSET_FILL = 0.5  # tuned values: see benchmarks/RESULTS.md, "Event boundaries"
-DEFAULT_OFFSET_FILL = 0.5
+DEFAULT_ONSET_FILL = 0.4  # tuned: benchmarks/events_quality.py, RESULTS.md "Event boundaries"
+DEFAULT_OFFSET_FILL = 0.7
 _NOT_EVENTS = frozenset({"Silence"})  # as in server.tagging: never a sound event
 _TIME_DECIMALS = 3
 _CONFIDENCE_DECIMALS = 4

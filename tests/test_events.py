@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.events_quality import Interval, boundary_errors, matched_count, score
 from server.events import EventRules, EventTracker, derive_events
 
 LABELS = ("Dog", "Cat", "Silence")
@@ -40,7 +41,7 @@ def test_naive_rule_uses_window_edges_and_merges_gaps() -> None:
 def test_refined_boundaries_interpolate_between_window_centres() -> None:
     # Symmetric logits around the threshold: the crossing is halfway between the centres.
     rows = _windows([0, 1, 1, 0])
-    (event,) = derive_events(rows, _rules(merge_window_ms=0))
+    (event,) = derive_events(rows, _rules(merge_window_ms=0, onset_fill=0.5, offset_fill=0.5))
     assert event.start_time_s == pytest.approx(0.25 + 0.4875, abs=1e-3)
     assert event.end_time_s == pytest.approx(1.25 + 0.4875, abs=1e-3)
     assert event.confidence == HIGH
@@ -140,3 +141,30 @@ def test_any_split_gives_the_same_transitions_and_a_consistent_story(
         if event.tag in ends:
             assert event.start_time_s - ends[event.tag] > rules.merge_window_s[0] - 1e-3
         ends[event.tag] = event.end_time_s
+
+
+def test_benchmark_scoring_follows_the_collars() -> None:
+    long_ref = Interval("Dog", 10.0, 15.0)  # offset collar: 20 % of 5 s = 1 s
+    short_ref = Interval("Cat", 2.0, 2.5)  # offset collar: 200 ms
+    assert matched_count([long_ref], [Interval("Dog", 10.2, 14.0)]) == 1
+    assert matched_count([long_ref], [Interval("Dog", 10.21, 15.0)]) == 0  # onset outside
+    assert matched_count([long_ref], [Interval("Dog", 10.0, 13.9)]) == 0  # offset outside
+    assert matched_count([long_ref], [Interval("Cat", 10.0, 15.0)]) == 0  # wrong tag
+    assert matched_count([short_ref], [Interval("Cat", 1.9, 2.7)]) == 1
+    assert matched_count([short_ref], [Interval("Cat", 1.9, 2.8)]) == 0
+    # One to one: two detections cannot both match one reference; the matching is maximal.
+    refs = [Interval("Dog", 0.0, 1.0), Interval("Dog", 0.15, 1.1)]
+    ests = [Interval("Dog", 0.1, 1.05), Interval("Dog", -0.1, 0.9)]
+    assert matched_count(refs, ests) == 2
+    assert matched_count(refs[:1], ests) == 1
+    onsets, offsets, missed = boundary_errors(
+        [long_ref, short_ref], [Interval("Dog", 9.0, 10.5), Interval("Dog", 10.4, 16.0)]
+    )
+    assert (onsets, offsets, missed) == (
+        [pytest.approx(0.4)],
+        [pytest.approx(1.0)],
+        1,
+    )
+    result = score([([long_ref, short_ref], [Interval("Dog", 10.1, 15.1)])])
+    assert (result["precision"], result["recall"], result["f1"]) == (1.0, 0.5, 0.667)
+    assert (result["onset_ms_p50"], result["offset_ms_p50"], result["no_overlap"]) == (100, 100, 1)
