@@ -35,7 +35,7 @@ Schema = dict[str, Any]
 _DESCRIPTION = f"""\
 Self-hosted sound-event detection, wire-compatible with the Cochl.Sense audio-session API \
 v{API_VERSION}. An audio session is one audio source (a stream or a file) that is uploaded in \
-numbered chunks of at most 1 MiB and tagged window by window.
+numbered chunks of at most 5 MiB (`TYMPAN_MAX_CHUNK_BYTES`) and tagged window by window.
 
 Lifetime: `writable -> readonly -> deleted`. A session becomes readonly by a PATCH, when \
 `total_size` bytes have been uploaded, or when its audio cannot be decoded (the status then carries \
@@ -108,7 +108,7 @@ def _schemas() -> dict[str, Schema]:
             "properties": {
                 "data": {
                     "type": "string",
-                    "description": "Raw audio encoded as base64 (at most 1 MiB once decoded).",
+                    "description": "Raw audio encoded as base64 (at most 5 MiB once decoded by default: `TYMPAN_MAX_CHUNK_BYTES`).",
                 }
             },
         },
@@ -120,7 +120,7 @@ def _schemas() -> dict[str, Schema]:
                 "data": {
                     "type": "string",
                     "format": "binary",
-                    "description": "Raw audio bytes (msgpack bin), at most 1 MiB.",
+                    "description": "Raw audio bytes (msgpack bin), at most 5 MiB by default.",
                 }
             },
         },
@@ -328,7 +328,11 @@ _ERRORS = {
     403: ("Forbidden", "The session is not writable anymore."),
     404: ("NotFound", "The session does not exist, has been deleted or belongs to another key."),
     409: ("Conflict", "The chunk sequence is not the next one expected."),
-    413: ("PayloadTooLarge", "The audio chunk (or the request body) is larger than 1 MiB."),
+    413: (
+        "PayloadTooLarge",
+        "The audio chunk is larger than the server's limit (5 MiB by default), or the "
+        "request body is too large; the message names the limit.",
+    ),
     500: ("InternalError", "Unexpected server error; the body names a request id to look for."),
 }
 

@@ -47,9 +47,6 @@ __all__ = ["create_app", "silence_probabilities"]
 
 log = logging.getLogger(__name__)
 
-# A base64 chunk of 1 MiB is 1.4 MB; leave room for JSON around it and no more.
-_BODY_OVERHEAD_BYTES = 64 * 1024
-
 
 def _model_dir(settings: Settings) -> Path:
     return settings.model_dir or WEIGHTS_DIR
@@ -57,12 +54,11 @@ def _model_dir(settings: Settings) -> Path:
 
 def create_app(settings: Settings) -> web.Application:
     install_redaction()
-    max_body = 4 * -(-settings.max_chunk_bytes // 3) + _BODY_OVERHEAD_BYTES
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     if settings.cors_origins.strip():
         middlewares.insert(0, cors_middleware(settings.cors_origins))
-    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[ENGINE_STATE] = EngineState()

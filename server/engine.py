@@ -59,6 +59,8 @@ _FILE_WINDOWS_PER_RESULT_WRITE = 256
 # measured at a third of the event loop's time with hundreds of streams). Such chunks up to
 # 1 s are processed on the event loop; everything else goes to the decode threads.
 _INLINE_RAW_CHUNK_BYTES = 32_000
+# Stream chunks are decoded this much at a time (see _Worker._chunk).
+_FEED_SLICE_BYTES = 256 * 1024
 
 
 class _Worker:
@@ -95,6 +97,7 @@ class _Worker:
         # 50-130 ms once per prune cycle.
         self.prune_after = 1 + zlib.crc32(session.id.encode()) % _PRUNE_EVERY_CHUNKS
         self.fed_through_seq = -1  # the last chunk given to the pipeline
+        self.done_through_seq = -1  # the last chunk whose windows are stored (or that failed)
         raw_at_model_rate = replay_frame_bytes(fmt) is not None
         self.inline_limit_bytes = _INLINE_RAW_CHUNK_BYTES if raw_at_model_rate else 0
         self.next_offset = layout[-1][1] + layout[-1][2] if layout else 0
@@ -159,17 +162,28 @@ class _Worker:
                 data, self.skip_first_bytes = data[self.skip_first_bytes :], 0
             self.fed_through_seq = seq
             seen_before = self.pipeline.samples_seen
+            metrics = self.engine.metrics
             if self.inline_limit_bytes and len(data) <= self.inline_limit_bytes:
                 batch = self.pipeline.feed_chunk(data)  # see _INLINE_RAW_CHUNK_BYTES
+                await self._infer_and_store(batch, live=True)
+                windows = len(batch)
             else:
-                batch = await self.engine.run_blocking(self.pipeline.feed_chunk, data)
-            metrics = self.engine.metrics
+                windows = 0
+                # A large chunk (up to TYMPAN_MAX_CHUNK_BYTES) is fed in slices, each decoded,
+                # inferred and stored before the next: its decoded audio and log-mel patches
+                # never sit in memory all at once. The decoders keep state across calls, so
+                # slicing gives the same windows.
+                for start in range(0, len(data), _FEED_SLICE_BYTES):
+                    piece = data[start : start + _FEED_SLICE_BYTES]
+                    batch = await self.engine.run_blocking(self.pipeline.feed_chunk, piece)
+                    await self._infer_and_store(batch, live=True)
+                    windows += len(batch)
             decoded_s = (self.pipeline.samples_seen - seen_before) / FRONTEND.sample_rate_hz
             metrics.audio_seconds.labels("stream").inc(decoded_s)
-            await self._infer_and_store(batch, live=True)
-            if len(batch) and self.pending_since:
+            if windows and self.pending_since:
                 metrics.result_latency.observe(time.monotonic() - self.pending_since[0])
         finally:
+            self.done_through_seq = seq
             session.pending_chunks = max(0, session.pending_chunks - 1)
             if self.pending_since:
                 self.pending_since.popleft()

@@ -81,7 +81,8 @@ def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
     if isinstance(data, bytes):
         if len(data) > max_bytes:
             raise PayloadTooLarge(
-                f"audio chunk is {len(data)} bytes; the maximum is {max_bytes} (1 MiB)"
+                f"audio chunk is {len(data)} bytes; the maximum is {max_bytes} "
+                "(TYMPAN_MAX_CHUNK_BYTES)"
             )
         return data
     limit = 4 * -(-max_bytes // 3)
@@ -95,7 +96,9 @@ def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
             pass
     text = data.translate(_WHITESPACE)
     if len(text) > limit:
-        raise PayloadTooLarge(f"audio chunk is larger than {max_bytes} bytes (1 MiB)")
+        raise PayloadTooLarge(
+            f"audio chunk is larger than {max_bytes} bytes (TYMPAN_MAX_CHUNK_BYTES)"
+        )
     try:
         return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

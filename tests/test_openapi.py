@@ -217,7 +217,7 @@ def test_document_limits_match_the_server() -> None:
     assert status_params["count"]["default"] == DEFAULT_PAGE_COUNT
     results_params = {p["name"]: p["schema"] for p in OPERATIONS["readResults"][2]["parameters"]}
     assert results_params["limit"]["maximum"] == MAX_PAGE_COUNT
-    assert Settings().max_chunk_bytes == MiB
+    assert Settings().max_chunk_bytes == 5 * MiB
     hop = DOC["components"]["schemas"]["WindowHop"]["oneOf"]
     for spelling in hop[0]["enum"] + hop[1]["enum"]:
         assert parse_window_hop(spelling) in (0.5, 1.0)
@@ -316,9 +316,9 @@ async def test_upload_chunk(contract: Contract, other_key: str) -> None:
     await put(404, sid="no-such-session")
     await put(404, key=other_key)
     await put(409, seq=5)
-    await put(413, body={"data": b64(b"\0" * (MiB + 3))})
-    await put(413, body={"data": b"\0" * (MiB + 1)}, as_msgpack=True)
-    await put(413, body={"data": "A" * (2 * MiB)})
+    await put(413, body={"data": b64(b"\0" * (5 * MiB + 3))})
+    await put(413, body={"data": b"\0" * (5 * MiB + 1)}, as_msgpack=True)
+    await put(413, body={"data": "A" * (8 * MiB)})
     await contract.call("updateSession", 204, body={"make_readonly": True}, session_id=sid)
     await put(403)
 
