@@ -23,7 +23,7 @@ from aiohttp.typedefs import Middleware
 from threadpoolctl import threadpool_limits
 
 from models.yamnet.frontend import log_mel_frames
-from models.yamnet.labels import load_labels
+from models.yamnet.labels import load_class_map
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
@@ -41,7 +41,7 @@ from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
 from server.store import Store, StoreThread
-from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger
+from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
 
 __all__ = ["create_app", "silence_probabilities"]
 
@@ -94,7 +94,9 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             infer_executor, lambda: load_runner(settings, model_dir)
         )
         step = runner.output_quant.scale if runner.output_quant else SENSITIVITY_STEP_LOGIT
-        tagger = Tagger(load_labels(model_dir), load_thresholds(), sensitivity_step_logit=step)
+        class_map = load_class_map(model_dir)
+        labels = tuple(name for _, name in class_map)
+        tagger = Tagger(labels, load_thresholds(), sensitivity_step_logit=step)
         metrics = app[METRICS]
 
         def record_batch(windows: int, compute_s: float, waits_s: list[float]) -> None:
@@ -138,6 +140,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             TokenCodec(token_key),
             FRONTEND.window_seconds,
             metrics,
+            official_tags(class_map),
         )
         app[SERVICE] = service
         recovered = await service.load()

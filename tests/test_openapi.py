@@ -184,7 +184,7 @@ def test_document_is_valid_openapi_30() -> None:
 
 def test_document_keeps_cochl_names() -> None:
     assert set(DOC["components"]["schemas"]) >= COCHL_SCHEMAS
-    assert set(OPERATIONS) == COCHL_OPERATIONS | {"readResults"}
+    assert set(OPERATIONS) == COCHL_OPERATIONS | {"readResults", "predict", "getOfficialTags"}
     scheme = DOC["components"]["securitySchemes"]["API_Key"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
     assert OPERATIONS["createSession"][:2] == ("post", "/audio_sessions/")
@@ -421,11 +421,13 @@ async def test_unexpected_errors_are_generic_500s(
         raise RuntimeError("secret internals")
 
     service = client.app[SERVICE]
-    for name in ("create", "put_chunk", "update", "delete", "status", "results"):
+    for name in ("create", "put_chunk", "update", "delete", "status", "results", "predict"):
         monkeypatch.setattr(service, name, boom)
+    monkeypatch.setattr(service, "official_tags", lambda key: 1 / 0)
     body: dict[str, str] | None = None
     if "requestBody" in OPERATIONS[operation_id][2]:
-        body = {"data": b64(b"\0\0")} if operation_id == "uploadChunk" else {"type": "stream"}
+        chunk = operation_id in ("uploadChunk", "predict")
+        body = {"data": b64(b"\0\0")} if chunk else {"type": "stream"}
     error = await contract.call(operation_id, 500, body=body, session_id=sid, chunk_sequence=0)
     assert "secret" not in error["error"]
 
