@@ -42,10 +42,23 @@ __all__ = [
     "TransportError",
     "TympanClient",
     "Window",
+    "server_root",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-API_PATH = "/api/v1/audio_sessions"
+API_BASE = "/api/v1"
+API_PATH = API_BASE + "/audio_sessions"
+
+
+def server_root(url: str) -> str:
+    """The server's root from ``url``, which may also be the API base that Cochl clients are
+    given (``http://host:port/api/v1``)."""
+    root = url.rstrip("/")
+    if root.endswith(API_BASE):
+        root = root[: -len(API_BASE)]
+    return root.rstrip("/")
+
+
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_TIMEOUT_S = 30.0
 # The server holds an empty status page for up to ~10 s while inference runs (long-poll).
@@ -131,7 +144,7 @@ class TympanClient:
     ) -> None:
         if transport not in ("json", "msgpack"):
             raise ValueError(f"transport must be 'json' or 'msgpack', got {transport!r}")
-        self.url = url.rstrip("/")
+        self.url = server_root(url)
         self.api_key = api_key
         self.transport: Transport = transport
         self.timeout_s = timeout_s

@@ -22,6 +22,8 @@ __all__ = [
     "AudioType",
     "CreateSession",
     "Page",
+    "PredictRequest",
+    "PredictResponse",
     "SenseEvent",
     "SessionRefs",
     "SessionStatus",
@@ -177,6 +179,20 @@ def parse_chunk_data(body: Any) -> bytes | str:
 
 
 @dataclass(frozen=True)
+class PredictRequest:
+    """``POST /audio_sessions/{id}/predict`` (cochl-sense-api 1.7): one stream chunk, inferred
+    synchronously. Without ``sequence`` the chunk is the session's next one."""
+
+    data: bytes | str
+    sequence: int | None = None
+
+    @classmethod
+    def from_body(cls, body: Any) -> PredictRequest:
+        obj = _require_object(body, "request body")
+        return cls(parse_chunk_data(obj), _optional_int(obj, "sequence", 0, 2**53))
+
+
+@dataclass(frozen=True)
 class SessionRefs:
     session_id: str
     chunk_sequence: int
@@ -244,3 +260,22 @@ class SessionStatus:
         if self.error is not None:
             status["error"] = self.error
         return status
+
+
+@dataclass(frozen=True)
+class PredictResponse:
+    """What a predicted chunk completed: ``data`` spans those windows (per tag, its highest
+    probability among them; an empty span at the next window's start when the chunk completed
+    none), ``windows`` lists them one by one (a tympan extension), and ``next_sequence`` is the
+    sequence the next chunk must carry."""
+
+    data: SenseEvent
+    next_sequence: int
+    windows: tuple[SenseEvent, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data.to_dict(),
+            "next_sequence": self.next_sequence,
+            "windows": [event.to_dict() for event in self.windows],
+        }

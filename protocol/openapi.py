@@ -35,7 +35,7 @@ Schema = dict[str, Any]
 _DESCRIPTION = f"""\
 Self-hosted sound-event detection, wire-compatible with the Cochl.Sense audio-session API \
 v{API_VERSION}. An audio session is one audio source (a stream or a file) that is uploaded in \
-numbered chunks of at most 1 MiB and tagged window by window.
+numbered chunks of at most 5 MiB (`TYMPAN_MAX_CHUNK_BYTES`) and tagged window by window.
 
 Lifetime: `writable -> readonly -> deleted`. A session becomes readonly by a PATCH, when \
 `total_size` bytes have been uploaded, or when its audio cannot be decoded (the status then carries \
@@ -108,7 +108,7 @@ def _schemas() -> dict[str, Schema]:
             "properties": {
                 "data": {
                     "type": "string",
-                    "description": "Raw audio encoded as base64 (at most 1 MiB once decoded).",
+                    "description": "Raw audio encoded as base64 (at most 5 MiB once decoded by default: `TYMPAN_MAX_CHUNK_BYTES`).",
                 }
             },
         },
@@ -120,7 +120,7 @@ def _schemas() -> dict[str, Schema]:
                 "data": {
                     "type": "string",
                     "format": "binary",
-                    "description": "Raw audio bytes (msgpack bin), at most 1 MiB.",
+                    "description": "Raw audio bytes (msgpack bin), at most 5 MiB by default.",
                 }
             },
         },
@@ -228,6 +228,60 @@ def _schemas() -> dict[str, Schema]:
                 },
             },
         ),
+        "OfficialTag": _response_object(
+            ["id", "name"],
+            {
+                "id": {
+                    "type": "string",
+                    "description": "Tag id: the class's AudioSet id, `others` for Others.",
+                },
+                "name": {"type": "string", "description": "Tag name, as results carry it."},
+            },
+        ),
+        "PredictRequest": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "sequence": _int(
+                    0,
+                    2**53,
+                    description="The chunk's sequence; the session's next one when absent.",
+                ),
+                "data": {
+                    "type": "string",
+                    "description": "Audio encoded as base64 (at most 5 MiB once decoded by default).",
+                },
+            },
+        },
+        "PredictRequestMsgpack": {
+            "type": "object",
+            "description": "PredictRequest as a msgpack body.",
+            "required": ["data"],
+            "properties": {
+                "sequence": _int(0, 2**53),
+                "data": {"type": "string", "format": "binary"},
+            },
+        },
+        "PredictResponse": _response_object(
+            ["data", "next_sequence", "windows"],
+            {
+                "data": {
+                    "allOf": [_ref("SenseEvent")],
+                    "description": (
+                        "The windows the chunk completed as one event: from the first's start to "
+                        "the last's end, each tag with its highest probability among them. When "
+                        "the chunk completed no window: no tags, and an empty span at the start "
+                        "of the next window."
+                    ),
+                },
+                "next_sequence": _int(0, description="The sequence of the next chunk."),
+                "windows": {
+                    "type": "array",
+                    "items": _ref("SenseEvent"),
+                    "description": "The completed windows one by one (a tympan extension).",
+                },
+            },
+        ),
         "Page": _response_object(
             ["count", "offset", "total"],
             {
@@ -328,7 +382,11 @@ _ERRORS = {
     403: ("Forbidden", "The session is not writable anymore."),
     404: ("NotFound", "The session does not exist, has been deleted or belongs to another key."),
     409: ("Conflict", "The chunk sequence is not the next one expected."),
-    413: ("PayloadTooLarge", "The audio chunk (or the request body) is larger than 1 MiB."),
+    413: (
+        "PayloadTooLarge",
+        "The audio chunk is larger than the server's limit (5 MiB by default), or the "
+        "request body is too large; the message names the limit.",
+    ),
     500: ("InternalError", "Unexpected server error; the body names a request id to look for."),
 }
 
@@ -429,6 +487,45 @@ def _paths() -> dict[str, Schema]:
                 "responses": {
                     "200": _ok("The chunk was uploaded.", _ref("SessionRefs")),
                     **_error_responses(400, 401, 403, 404, 409, 413, 500),
+                },
+            },
+        },
+        "/audio_sessions/{session_id}/predict": {
+            "parameters": [session_id],
+            "post": {
+                "operationId": "predict",
+                "tags": ["audio_session"],
+                "summary": "Infer one chunk of a stream synchronously",
+                "description": (
+                    "Appends the chunk to a stream session exactly as an upload with that "
+                    "sequence would (the same sequence counter, 409 when out of order; without "
+                    "`sequence`, the next one), waits until the model has seen it and answers "
+                    "with the windows it completed. They are also the session's results. A file "
+                    "session answers 400: its chunks are uploaded, and inferred once complete."
+                ),
+                "security": _KEY_OPTIONAL,
+                "requestBody": {
+                    "required": True,
+                    "content": _bodies(_ref("PredictRequest"), _ref("PredictRequestMsgpack")),
+                },
+                "responses": {
+                    "200": _ok("The windows the chunk completed.", _ref("PredictResponse")),
+                    **_error_responses(400, 401, 403, 404, 409, 413, 500),
+                },
+            },
+        },
+        "/tags/official": {
+            "get": {
+                "operationId": "getOfficialTags",
+                "tags": ["tags"],
+                "summary": "List the tags this server's model can report",
+                "security": _KEY_OPTIONAL,
+                "responses": {
+                    "200": _ok(
+                        "Every tag a result may carry.",
+                        {"type": "array", "items": _ref("OfficialTag")},
+                    ),
+                    **_error_responses(401, 500),
                 },
             },
         },
@@ -553,7 +650,10 @@ def openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
             "description": _DESCRIPTION,
         },
         "servers": [{"url": server_url}],
-        "tags": [{"name": "audio_session", "description": "Audio sessions and their results."}],
+        "tags": [
+            {"name": "audio_session", "description": "Audio sessions and their results."},
+            {"name": "tags", "description": "The tags results may carry."},
+        ],
         "paths": _paths(),
         "components": _components(),
     }

@@ -23,7 +23,7 @@ from aiohttp.typedefs import Middleware
 from threadpoolctl import threadpool_limits
 
 from models.yamnet.frontend import log_mel_frames
-from models.yamnet.labels import load_labels
+from models.yamnet.labels import load_class_map
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
@@ -41,14 +41,11 @@ from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
 from server.store import Store, StoreThread
-from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger
+from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
 
 __all__ = ["create_app", "silence_probabilities"]
 
 log = logging.getLogger(__name__)
-
-# A base64 chunk of 1 MiB is 1.4 MB; leave room for JSON around it and no more.
-_BODY_OVERHEAD_BYTES = 64 * 1024
 
 
 def _model_dir(settings: Settings) -> Path:
@@ -57,12 +54,11 @@ def _model_dir(settings: Settings) -> Path:
 
 def create_app(settings: Settings) -> web.Application:
     install_redaction()
-    max_body = 4 * -(-settings.max_chunk_bytes // 3) + _BODY_OVERHEAD_BYTES
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     if settings.cors_origins.strip():
         middlewares.insert(0, cors_middleware(settings.cors_origins))
-    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[ENGINE_STATE] = EngineState()
@@ -98,7 +94,9 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             infer_executor, lambda: load_runner(settings, model_dir)
         )
         step = runner.output_quant.scale if runner.output_quant else SENSITIVITY_STEP_LOGIT
-        tagger = Tagger(load_labels(model_dir), load_thresholds(), sensitivity_step_logit=step)
+        class_map = load_class_map(model_dir)
+        labels = tuple(name for _, name in class_map)
+        tagger = Tagger(labels, load_thresholds(), sensitivity_step_logit=step)
         metrics = app[METRICS]
 
         def record_batch(windows: int, compute_s: float, waits_s: list[float]) -> None:
@@ -142,6 +140,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             TokenCodec(token_key),
             FRONTEND.window_seconds,
             metrics,
+            official_tags(class_map),
         )
         app[SERVICE] = service
         recovered = await service.load()

@@ -323,6 +323,10 @@ def _describe(exc: BaseException) -> str:
         return f"{exc.message} (HTTP {exc.status_code})"
     if isinstance(exc, SessionFailed):
         return f"the server could not process the audio: {exc.error}"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]  # without "[Errno N]" and the path
     return str(exc)
 
 

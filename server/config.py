@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
 
 ENV_PREFIX = "TYMPAN_"
+_BODY_OVERHEAD_BYTES = 64 * 1024
 
 
 class ConfigError(ValueError):
@@ -31,7 +32,8 @@ class Settings:
     provider: str | None = None  # None: best available (TensorRT, CUDA, CPU)
     model_variant: str = "auto"  # auto | w8a8 | w8a8-dyn | w8a8-u8 | fp32 | fp16
     intra_op_threads: int = 1
-    max_chunk_bytes: int = 1024 * 1024
+    # Cochl's Python SDK (cochl 1.0.13) uploads files in chunks of 5,000,000 bytes.
+    max_chunk_bytes: int = 5 * 1024 * 1024
     fsync: bool = True
     status_wait_s: float = 10.0
     inactivity_timeout_s: float = 3600.0
@@ -115,6 +117,13 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The largest request body read: the base64 of a ``max_chunk_bytes`` chunk, even
+        line-wrapped (a line break every 76 characters), plus room for the JSON around it."""
+        base64_chars = 4 * -(-self.max_chunk_bytes // 3)
+        return base64_chars + base64_chars // 38 + _BODY_OVERHEAD_BYTES
 
     @property
     def db_path(self) -> Path:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from protocol.codec import DecodeBodyError, encode_body, wants_msgpack
 from protocol.errors import ApiError, BadRequest, InternalError, error_body
+from server.appkeys import SETTINGS
 from server.store import StoreError
 
 __all__ = ["REQUEST_ID", "error_middleware", "json_response"]
@@ -56,6 +57,18 @@ def _error(
     return json_response(request, body, status=status, headers=merged)
 
 
+def _too_large_message(request: web.Request) -> str:
+    """aiohttp refused a body over ``client_max_size``: name the limits that apply."""
+    settings = request.app.get(SETTINGS)
+    if settings is None:
+        return _HTTP_MESSAGES[413]
+    return (
+        f"request body is larger than {settings.max_request_body_bytes} bytes; an audio chunk "
+        f"may be at most {settings.max_chunk_bytes} bytes once base64-decoded "
+        "(TYMPAN_MAX_CHUNK_BYTES)"
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
@@ -76,6 +89,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         message = _HTTP_MESSAGES.get(exc.status, exc.reason or "request failed")
+        if exc.status == 413:
+            message = _too_large_message(request)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return _error(request, exc.status, message, headers)
     except Exception:

@@ -101,6 +101,20 @@ async def upload_chunk(request: web.Request) -> web.Response:
     return json_response(request, refs.to_dict())
 
 
+@routes.post(API + "/audio_sessions/{session_id}/predict")
+async def predict(request: web.Request) -> web.Response:
+    predicted = await request.app[SERVICE].predict(
+        request.match_info["session_id"], presented_key(request.headers), await _body(request)
+    )
+    return json_response(request, predicted.to_dict())
+
+
+@routes.get(API + "/tags/official")
+async def official_tags(request: web.Request) -> web.Response:
+    tags = request.app[SERVICE].official_tags(presented_key(request.headers))
+    return json_response(request, tags)
+
+
 @routes.patch(API + "/audio_sessions/{session_id}")
 async def update_session(request: web.Request) -> web.Response:
     await request.app[SERVICE].update(

@@ -21,6 +21,8 @@ from protocol.messages import (
     AudioType,
     CreateSession,
     Page,
+    PredictRequest,
+    PredictResponse,
     SenseEvent,
     SessionRefs,
     SessionStatus,
@@ -39,6 +41,7 @@ from server.limits import RateLimiter
 from server.metrics import Metrics
 from server.sessions import ChunkDecision, Session, chunk_digest, params_from_dict, params_to_dict
 from server.store import ResultRow, Store, StoreThread
+from server.tagging import OTHERS
 
 __all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService"]
 
@@ -81,7 +84,8 @@ def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
     if isinstance(data, bytes):
         if len(data) > max_bytes:
             raise PayloadTooLarge(
-                f"audio chunk is {len(data)} bytes; the maximum is {max_bytes} (1 MiB)"
+                f"audio chunk is {len(data)} bytes; the maximum is {max_bytes} "
+                "(TYMPAN_MAX_CHUNK_BYTES)"
             )
         return data
     limit = 4 * -(-max_bytes // 3)
@@ -95,11 +99,30 @@ def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
             pass
     text = data.translate(_WHITESPACE)
     if len(text) > limit:
-        raise PayloadTooLarge(f"audio chunk is larger than {max_bytes} bytes (1 MiB)")
+        raise PayloadTooLarge(
+            f"audio chunk is larger than {max_bytes} bytes (TYMPAN_MAX_CHUNK_BYTES)"
+        )
     try:
         return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("data is not valid base64") from None
+
+
+def _span_event(windows: tuple[SenseEvent, ...], start_s: float) -> SenseEvent:
+    """One event covering consecutive windows: per tag its highest probability, highest first;
+    ``Others`` only when no window had a tag. No windows: an empty span at ``start_s``."""
+    if not windows:
+        return SenseEvent(start_s, start_s, ())
+    best: dict[str, float] = {}
+    for event in windows:
+        for tag in event.tags:
+            best[tag.name] = max(best.get(tag.name, 0.0), tag.probability)
+    if len(best) > 1:
+        best.pop(OTHERS, None)
+    tags = sorted(best.items(), key=lambda item: -item[1])
+    return SenseEvent(
+        windows[0].start_time, windows[-1].end_time, tuple(Tag(n, p) for n, p in tags)
+    )
 
 
 def _overlap_geometry(params: CreateSession) -> OverlapGeometry | None:
@@ -121,7 +144,10 @@ class SessionService:
         tokens: TokenCodec,
         window_seconds: float,
         metrics: Metrics | None = None,
+        official_tags: tuple[dict[str, str], ...] = (),
     ) -> None:
+        """``official_tags``: what ``GET /tags/official`` lists (``tagging.official_tags``)."""
+        self._official_tags = official_tags
         self._settings = settings
         self._store = store
         self._keys = keys
@@ -184,6 +210,13 @@ class SessionService:
         return counts
 
     # -- access ---------------------------------------------------------------------------
+
+    def official_tags(self, key: str | None) -> list[dict[str, str]]:
+        """The tags results may carry. No key needed (Cochl's SDK sends none); a key that is
+        sent must be valid, and the call counts against its request rate."""
+        if key is not None:
+            self._rate_check(self._keys.authenticate(key).key_id)
+        return list(self._official_tags)
 
     def _caller(self, key: str | None) -> Caller | None:
         return None if key is None else self._keys.authenticate(key)
@@ -269,7 +302,41 @@ class SessionService:
             seq = int(seq_text)
         except ValueError:
             raise BadRequest("chunk_sequence must be an integer") from None
-        audio = decode_chunk_data(data, self._settings.max_chunk_bytes)
+        return await self._append(
+            session, seq, decode_chunk_data(data, self._settings.max_chunk_bytes)
+        )
+
+    async def predict(self, session_id: str, key: str | None, body: Any) -> PredictResponse:
+        """Cochl's synchronous predict: append one chunk to a stream session, exactly as an
+        upload with that sequence would, and answer with the windows it completes."""
+        session = self._session(session_id, key)
+        request = PredictRequest.from_body(body)
+        if not session.is_stream:
+            raise BadRequest(
+                "predict works on stream sessions only; upload a file session's chunks with "
+                "PUT /audio_sessions/{session_id}/chunks/{chunk_sequence}"
+            )
+        seq = session.next_chunk_seq if request.sequence is None else request.sequence
+        audio = decode_chunk_data(request.data, self._settings.max_chunk_bytes)
+        refs = await self._append(session, seq, audio)
+        span = await self._engine.windows_of_chunk(session, seq)
+        if span is None:
+            if session.state is SessionState.DELETED:
+                raise NotFound("session does not exist or has been deleted")
+            if session.error is not None:
+                raise BadRequest(f"the chunk was not inferred: {session.error}")
+            span = (session.results_count, session.results_count)
+        first, end = span
+        rows = await self._read_results(session_id, first, end - first) if end > first else []
+        windows = tuple(self._event(row) for row in rows)
+        hop_s = session.params.window_hop_s
+        return PredictResponse(
+            _span_event(windows, round(first * hop_s, 3)), refs.chunk_sequence, windows
+        )
+
+    async def _append(self, session: Session, seq: int, audio: bytes) -> SessionRefs:
+        """Store one chunk in sequence and hand it to the engine (409 out of sequence)."""
+        session_id = session.id
         digest = chunk_digest(audio)
         async with self._lock(session_id):
             decision = session.check_chunk(seq, audio, self._settings.max_chunk_bytes, digest)

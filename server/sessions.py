@@ -91,7 +91,8 @@ class Session:
             )
         if len(data) > max_chunk_bytes:
             raise PayloadTooLarge(
-                f"audio chunk is {len(data)} bytes; the maximum is {max_chunk_bytes} (1 MiB)"
+                f"audio chunk is {len(data)} bytes; the maximum is {max_chunk_bytes} "
+                "(TYMPAN_MAX_CHUNK_BYTES)"
             )
         return ChunkDecision.ACCEPT
 

@@ -22,11 +22,14 @@ import numpy.typing as npt
 __all__ = [
     "BASE_THRESHOLD_LOGIT",
     "OTHERS",
+    "OTHERS_ID",
     "SENSITIVITY_STEP_LOGIT",
     "Tagger",
+    "official_tags",
 ]
 
 OTHERS = "Others"
+OTHERS_ID = "others"
 BASE_THRESHOLD_LOGIT = 0.0  # used when no calibrated thresholds are given
 SENSITIVITY_STEP_LOGIT = 0.7565  # the int8 model's output step; float variants use it too
 _NOT_EVENTS = frozenset({"Silence"})
@@ -79,3 +82,12 @@ class Tagger:
             ordered = indices[np.argsort(-row[indices], kind="stable")]
             windows.append([(self.labels[i], round(float(row[i]), _DECIMALS)) for i in ordered])
         return windows
+
+
+def official_tags(class_map: Sequence[tuple[str, str]]) -> tuple[dict[str, str], ...]:
+    """The tags this model can report, as ``GET /tags/official`` lists them: every class but
+    the ones that are not sound events (id: its AudioSet id), then ``Others``."""
+    reportable = [
+        {"id": class_id, "name": name} for class_id, name in class_map if name not in _NOT_EVENTS
+    ]
+    return (*reportable, {"id": OTHERS_ID, "name": OTHERS})

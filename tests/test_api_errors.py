@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import RAW_S16, Api, s16, tone
 
-ONE_MIB = 1024 * 1024
+MIB = 1024 * 1024
+CHUNK_LIMIT = 5 * MIB  # the default TYMPAN_MAX_CHUNK_BYTES: Cochl's SDK sends 5,000,000 bytes
 
 
 async def error_of(response, status: int) -> str:  # type: ignore[no-untyped-def]
@@ -128,19 +129,32 @@ def big_body(size: int) -> io.BytesIO:
     return io.BytesIO(json.dumps({"data": base64.b64encode(b"\x00" * size).decode()}).encode())
 
 
-async def test_chunk_size_limit_is_exactly_one_mib(api: Api) -> None:
+async def test_chunk_size_limit_is_exactly_five_mib(api: Api) -> None:
     session_id = (await api.create(type="file", content_type=RAW_S16))["session_id"]
     url = f"/api/v1/audio_sessions/{session_id}/chunks/"
     headers = {"Content-Type": "application/json"}
-    response = await api.client.put(url + "0", data=big_body(ONE_MIB), headers=headers)
-    assert response.status == 200, await response.text()  # the base64 of exactly 1 MiB fits
-    await error_of(
-        await api.client.put(url + "1", data=big_body(ONE_MIB + 3), headers=headers), 413
+    response = await api.client.put(url + "0", data=big_body(CHUNK_LIMIT), headers=headers)
+    assert response.status == 200, await response.text()  # the base64 of exactly 5 MiB fits
+    message = await error_of(
+        await api.client.put(url + "1", data=big_body(CHUNK_LIMIT + 3), headers=headers), 413
     )
-    # a body far over the limit is refused before it is read
-    await error_of(
-        await api.client.put(url + "1", data=big_body(8 * ONE_MIB), headers=headers), 413
+    assert str(CHUNK_LIMIT) in message and "TYMPAN_MAX_CHUNK_BYTES" in message
+    # a body far over the limit is refused before it is read, and still names the limit
+    message = await error_of(
+        await api.client.put(url + "1", data=big_body(2 * CHUNK_LIMIT), headers=headers), 413
     )
+    assert str(CHUNK_LIMIT) in message and "TYMPAN_MAX_CHUNK_BYTES" in message
+
+
+async def test_line_wrapped_base64_of_a_full_chunk_fits(api: Api) -> None:
+    session_id = (await api.create(type="file", content_type=RAW_S16))["session_id"]
+    wrapped = base64.encodebytes(b"\x01" * CHUNK_LIMIT).decode()  # a line break every 76
+    response = await api.client.put(
+        f"/api/v1/audio_sessions/{session_id}/chunks/0",
+        data=io.BytesIO(json.dumps({"data": wrapped}).encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
 
 
 async def test_bad_chunk_bodies_are_400(api: Api, stream_id: str) -> None:

@@ -397,7 +397,7 @@ async def test_errors_carry_status_and_message(
         assert "the next expected is 0" in conflict.value.message
 
         with pytest.raises(PayloadTooLarge) as too_large:
-            await client.upload_chunk(handle.session_id, 0, b"\0" * (1024 * 1024 + 2))
+            await client.upload_chunk(handle.session_id, 0, b"\0" * (5 * 1024 * 1024 + 2))
         assert too_large.value.status_code == 413
 
         await client.make_readonly(handle.session_id)

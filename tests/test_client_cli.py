@@ -259,3 +259,25 @@ def test_flags_override_the_environment(
     bad_key = ["--url", server_env["TYMPAN_URL"], "--api-key", "wrong"]
     assert run(["analyze", *bad_key, str(speech_wav)], server_env) == 1
     assert "API key is missing, invalid or revoked (HTTP 401)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/", "/"])
+def test_url_may_be_the_api_base_cochl_clients_use(
+    server_env: dict[str, str], speech_wav: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = {**server_env, "TYMPAN_URL": server_env["TYMPAN_URL"] + suffix}
+    assert run(["analyze", "--summary", str(speech_wav)], environ) == 0, capsys.readouterr().err
+    assert any("Speech" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_missing_file_is_a_one_line_error(
+    server_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.wav"
+    assert run(["analyze", str(missing)], server_env) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {missing}: no such file"]
+    folder = tmp_path / "folder.wav"
+    folder.mkdir()
+    assert run(["analyze", str(folder)], server_env) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {folder}: is a directory"]

@@ -184,7 +184,7 @@ def test_document_is_valid_openapi_30() -> None:
 
 def test_document_keeps_cochl_names() -> None:
     assert set(DOC["components"]["schemas"]) >= COCHL_SCHEMAS
-    assert set(OPERATIONS) == COCHL_OPERATIONS | {"readResults"}
+    assert set(OPERATIONS) == COCHL_OPERATIONS | {"readResults", "predict", "getOfficialTags"}
     scheme = DOC["components"]["securitySchemes"]["API_Key"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
     assert OPERATIONS["createSession"][:2] == ("post", "/audio_sessions/")
@@ -217,7 +217,7 @@ def test_document_limits_match_the_server() -> None:
     assert status_params["count"]["default"] == DEFAULT_PAGE_COUNT
     results_params = {p["name"]: p["schema"] for p in OPERATIONS["readResults"][2]["parameters"]}
     assert results_params["limit"]["maximum"] == MAX_PAGE_COUNT
-    assert Settings().max_chunk_bytes == MiB
+    assert Settings().max_chunk_bytes == 5 * MiB
     hop = DOC["components"]["schemas"]["WindowHop"]["oneOf"]
     for spelling in hop[0]["enum"] + hop[1]["enum"]:
         assert parse_window_hop(spelling) in (0.5, 1.0)
@@ -316,9 +316,9 @@ async def test_upload_chunk(contract: Contract, other_key: str) -> None:
     await put(404, sid="no-such-session")
     await put(404, key=other_key)
     await put(409, seq=5)
-    await put(413, body={"data": b64(b"\0" * (MiB + 3))})
-    await put(413, body={"data": b"\0" * (MiB + 1)}, as_msgpack=True)
-    await put(413, body={"data": "A" * (2 * MiB)})
+    await put(413, body={"data": b64(b"\0" * (5 * MiB + 3))})
+    await put(413, body={"data": b"\0" * (5 * MiB + 1)}, as_msgpack=True)
+    await put(413, body={"data": "A" * (8 * MiB)})
     await contract.call("updateSession", 204, body={"make_readonly": True}, session_id=sid)
     await put(403)
 
@@ -421,11 +421,13 @@ async def test_unexpected_errors_are_generic_500s(
         raise RuntimeError("secret internals")
 
     service = client.app[SERVICE]
-    for name in ("create", "put_chunk", "update", "delete", "status", "results"):
+    for name in ("create", "put_chunk", "update", "delete", "status", "results", "predict"):
         monkeypatch.setattr(service, name, boom)
+    monkeypatch.setattr(service, "official_tags", lambda key: 1 / 0)
     body: dict[str, str] | None = None
     if "requestBody" in OPERATIONS[operation_id][2]:
-        body = {"data": b64(b"\0\0")} if operation_id == "uploadChunk" else {"type": "stream"}
+        chunk = operation_id in ("uploadChunk", "predict")
+        body = {"data": b64(b"\0\0")} if chunk else {"type": "stream"}
     error = await contract.call(operation_id, 500, body=body, session_id=sid, chunk_sequence=0)
     assert "secret" not in error["error"]
 

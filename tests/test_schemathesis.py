@@ -154,7 +154,14 @@ def _operations() -> list[tuple[str, str, GenerationMode]]:
         if method != "parameters"
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         if not (method == "delete" and mode is GenerationMode.NEGATIVE)
+        # nothing to make invalid in a call without parameters or body (GET /tags/official)
+        if not (mode is GenerationMode.NEGATIVE and not _has_inputs(item, method))
     ]
+
+
+def _has_inputs(item: dict[str, Any], method: str) -> bool:
+    operation = item[method]
+    return bool(item.get("parameters") or operation.get("parameters") or "requestBody" in operation)
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), _operations())
@@ -185,7 +192,7 @@ def test_api_conforms_to_its_document(
             )
         finally:
             _delete_session(base_url, key, session_id)
-        if method == "POST" and response.status_code == 200:
+        if method == "POST" and path == "/audio_sessions/" and response.status_code == 200:
             _delete_session(base_url, key, response.json()["session_id"])
 
     check()
