@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.client_cli import add_client_commands, run_client_command
+from protocol.cli import add_client_commands, run_client_command
 from server.config import ConfigError, Settings
 from server.keys import generate_key, hash_key
 from server.store import Store, StoreError

@@ -18,7 +18,7 @@ import av
 import pytest
 import soundfile as sf
 
-from server.client_cli import (
+from protocol.cli import (
     STREAM_RATE_HZ,
     Segment,
     add_client_commands,
