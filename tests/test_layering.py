@@ -1,6 +1,7 @@
 """Arrows between the top-level packages point one way: server -> models, server -> protocol,
-never back. protocol/ (the wire contract, shared with clients) imports neither server nor models;
-models/ never imports server; and the server loads only models' run-time modules, never the
+never back. protocol/ (the wire contract and the clients, command line included) imports neither
+server nor models, nor the server's heavy dependencies (numpy, onnxruntime); models/ never
+imports server; and the server loads only models' run-time modules, never the
 set-up tools (calibration and what only it uses).
 
 Imports are read from the source with ``ast``, inside functions too (a lazy import is still an
@@ -19,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("server", "models", "protocol")
+# A client installs without them: protocol/ must not need them, at run time or in its source.
+SERVER_ONLY_DEPENDENCIES = ("numpy", "onnxruntime")
 # Run once at set-up or for maintenance; the server must not load them at run time.
 SET_UP_ONLY = (
     "models.yamnet.calibrate",
@@ -103,7 +106,11 @@ def test_models_never_import_the_server() -> None:
 
 
 def test_protocol_imports_neither_server_nor_models() -> None:
-    assert violations("protocol", ("server", "models")) == []
+    assert violations("protocol", ("server", "models", *SERVER_ONLY_DEPENDENCIES)) == []
+
+
+def test_the_command_line_client_is_checked() -> None:
+    assert (ROOT / "protocol/cli.py") in _sources("protocol")
 
 
 def test_the_server_loads_no_set_up_tool() -> None:
@@ -162,6 +169,23 @@ def test_importing_models_and_protocol_loads_no_server_module() -> None:
         "    importlib.import_module(name)\n"
         "loaded = sorted(m for m in sys.modules if m == 'server' or m.startswith('server.'))\n"
         "sys.exit(f'server modules loaded: {loaded}' if loaded else 0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_client_commands_load_neither_server_nor_its_dependencies() -> None:
+    """``tympan analyze`` and ``tympan stream`` run from protocol.cli alone: building their
+    parser and importing every protocol module loads no server module, numpy or onnxruntime."""
+    modules = [_module_name(path) for path in _sources("protocol")]
+    heavy = ("server", "models", *SERVER_ONLY_DEPENDENCIES)
+    code = (
+        "import argparse, importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "from protocol.cli import add_client_commands\n"
+        "add_client_commands(argparse.ArgumentParser().add_subparsers())\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
+        "sys.exit(f'loaded: {loaded}' if loaded else 0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
