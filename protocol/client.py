@@ -4,7 +4,8 @@ Why retrying is safe here: the server answers 200 to an identical re-send of the
 chunk, so a chunk whose response was lost (dropped connection, timeout, server restart) is simply
 sent again; a 409 means the server's sequence is elsewhere (an earlier run uploaded further), and
 the status says where to resume. Status reads are idempotent and a ``next_token`` names a fixed
-position, so they retry freely and ``results`` still yields every window exactly once, in order.
+position, so they retry freely and ``results`` still yields every window exactly once, in order;
+the event log pages the same way, so ``iter_events`` yields every log entry exactly once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Mapping,
+    Sequence,
 )
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,6 +31,7 @@ import aiohttp
 
 from protocol.codec import JSON, MSGPACK, DecodeBodyError, decode_body, encode_body
 from protocol.errors import ApiError, Conflict, NotFound, error_from_body
+from protocol.events import EventParams, EventsPage, EventState, SoundEvent
 from protocol.messages import AudioType, Page, SenseEvent, SessionRefs, SessionStatus, Tag
 from protocol.states import SessionState
 
@@ -70,6 +73,7 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _ERROR_TEXT_CHARS = 200
 
 Transport = Literal["json", "msgpack"]
+Query = Mapping[str, str] | Sequence[tuple[str, str]]
 Window = SenseEvent
 """One inference window: ``start_time``, ``end_time`` (seconds) and its ``tags``."""
 
@@ -321,6 +325,83 @@ class TympanClient:
             if not status.results and idle_s > 0:
                 await asyncio.sleep(idle_s)
 
+    async def events(
+        self,
+        session_id: str,
+        *,
+        next_token: str | None = None,
+        offset: int | None = None,
+        count: int | None = None,
+        state: EventState | None = None,
+        wait: bool = True,
+        params: EventParams | None = None,
+    ) -> EventsPage:
+        """One page of the session's event log (``GET .../events``).
+
+        ``state`` keeps only ``open`` or only ``closed`` entries: a finished file session read
+        with ``state="closed"`` lists each event once. ``params`` override the session's event
+        rule for this read. Long-polls like ``status`` unless ``wait=False``.
+        """
+        query: list[tuple[str, str]] = [
+            (key, str(value))
+            for key, value in (
+                ("next_token", next_token),
+                ("offset", offset),
+                ("count", count),
+                ("state", state),
+            )
+            if value is not None
+        ]
+        query += _event_query(params or EventParams())
+        answer = await self._call(
+            "GET",
+            f"{API_PATH}/{session_id}/events",
+            params=query,
+            timeout_s=self.status_timeout_s,
+            headers=None if wait else {"Prefer": "wait=0"},
+        )
+        try:
+            return EventsPage.from_dict(answer)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponse(f"expected EventsPage, got {str(answer)[:200]}") from exc
+
+    async def iter_events(
+        self,
+        session_id: str,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        next_token: str | None = None,
+        state: EventState | None = None,
+        params: EventParams | None = None,
+        raise_on_error: bool = True,
+    ) -> AsyncGenerator[SoundEvent, None]:
+        """Every entry of the event log exactly once, in order, as the server adds them.
+
+        Walks ``next_token`` as ``results`` does and ends when the server stops issuing one:
+        the session is finished and its log read to the end. With ``raise_on_error`` a session
+        that stopped on an error raises ``SessionFailed`` after its entries.
+        """
+        loop = asyncio.get_running_loop()
+        token = next_token
+        while True:
+            started = loop.time()
+            if token is None:
+                page = await self.events(
+                    session_id, offset=0, count=page_size, state=state, params=params
+                )
+            else:
+                page = await self.events(session_id, next_token=token, state=state, params=params)
+            for event in page.events:
+                yield event
+            token = page.next_token
+            if token is None:
+                if raise_on_error and page.error is not None:
+                    raise SessionFailed(session_id, page.error)
+                return
+            idle_s = IDLE_POLL_S - (loop.time() - started)
+            if not page.events and idle_s > 0:
+                await asyncio.sleep(idle_s)
+
     # -- internals ------------------------------------------------------------------------
 
     async def _put_resuming(self, session_id: str, seq: int, data: bytes) -> SessionRefs:
@@ -353,7 +434,7 @@ class TympanClient:
         path: str,
         *,
         body: Any = None,
-        params: Mapping[str, str] | None = None,
+        params: Query | None = None,
         timeout_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
@@ -389,7 +470,7 @@ class TympanClient:
         method: str,
         path: str,
         payload: bytes | None,
-        params: Mapping[str, str] | None,
+        params: Query | None,
         timeout_s: float,
         headers: Mapping[str, str] | None,
     ) -> Any:
@@ -454,6 +535,28 @@ def _refs(body: Any) -> SessionRefs:
         return SessionRefs(str(body["session_id"]), int(body["chunk_sequence"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"expected SessionRefs, got {body!r}") from exc
+
+
+def _event_query(params: EventParams) -> list[tuple[str, str]]:
+    """Rule overrides as query parameters; a per-tag value is written ``Tag:value`` (the value
+    follows the last colon, so tag names may hold colons and commas)."""
+    query = [
+        (name, str(value))
+        for name, value in (
+            ("threshold", params.threshold),
+            ("merge_window_ms", params.merge_window_ms),
+            ("min_duration_ms", params.min_duration_ms),
+            ("boundary", params.boundary),
+        )
+        if value is not None
+    ]
+    for name, per_tag in (
+        ("tag_threshold", params.tag_threshold),
+        ("tag_merge_window_ms", params.tag_merge_window_ms),
+        ("tag_min_duration_ms", params.tag_min_duration_ms),
+    ):
+        query += [(name, f"{tag}:{value}") for tag, value in per_tag.items()]
+    return query
 
 
 def _window(item: Any) -> Window:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from protocol.client import DEFAULT_URL, SessionHandle, Transport, TympanClient, Window
+from protocol.events import EventsPage, SoundEvent
 from protocol.messages import AudioType, SessionRefs, SessionStatus
 
 __all__ = ["SyncTympanClient"]
@@ -101,10 +102,19 @@ class SyncTympanClient:
 
     def results(self, session_id: str, **options: Any) -> Generator[Window, None, None]:
         """A generator over ``TympanClient.results``; closing it stops the walk."""
-        windows = self._client.results(session_id, **options)
+        return self._walk(self._client.results(session_id, **options))
+
+    def events(self, session_id: str, **page: Any) -> EventsPage:
+        return self._run(self._client.events(session_id, **page))
+
+    def iter_events(self, session_id: str, **options: Any) -> Generator[SoundEvent, None, None]:
+        """A generator over ``TympanClient.iter_events``; closing it stops the walk."""
+        return self._walk(self._client.iter_events(session_id, **options))
+
+    def _walk(self, items: AsyncGenerator[T, None]) -> Generator[T, None, None]:
         try:
-            while (window := self._run(anext(windows, None))) is not None:
-                yield window
+            while (item := self._run(anext(items, None))) is not None:
+                yield item
         finally:
             if not self._loop.is_closed():
-                self._run(windows.aclose())
+                self._run(items.aclose())
