@@ -29,12 +29,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from protocol.errors import BadRequest
+from protocol.tokens import MAX_TOKEN_CHARS
 
 __all__ = [
     "BOUNDARIES",
     "EVENT_STATES",
     "MAX_EVENT_DURATION_MS",
     "EventParams",
+    "EventState",
     "EventsPage",
     "SoundEvent",
     "StreamPosition",
@@ -325,3 +327,172 @@ class StreamPosition:
         if position.windows < 0 or position.events < 0 or position.windows > 2**53:
             raise BadRequest("Last-Event-ID must not be negative")
         return position
+
+
+# -- OpenAPI: declared here, next to the types, and merged into protocol.openapi ------------
+
+_ENTRY_FIELDS = {
+    "id": {"type": "integer", "minimum": 0, "description": "The event's id, from 0 per session."},
+    "tag": {"type": "string", "description": "The tag (GET /tags/official lists them)."},
+    "start_time": {"type": "number", "description": "Onset, seconds from the session's start."},
+    "end_time": {
+        "type": "number",
+        "description": "Offset: final when closed, how far the event reaches so far when open.",
+    },
+    "confidence": {"type": "number", "description": "The tag's highest window probability."},
+    "state": {"type": "string", "enum": list(EVENT_STATES)},
+}
+
+
+def _tag_values(kind: dict[str, Any], what: str) -> dict[str, Any]:
+    return {"type": "object", "description": what, "additionalProperties": kind}
+
+
+_MS = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_DURATION_MS}
+_PROBABILITY = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1,
+                "exclusiveMaximum": True}  # fmt: skip
+
+EVENT_SCHEMAS: dict[str, Any] = {
+    "EventParams": {
+        "type": "object",
+        "description": "Event rules (tympan): how windows become events; all optional.",
+        "properties": {
+            "threshold": {**_PROBABILITY, "description": "Probability a window must pass."},
+            "merge_window_ms": {**_MS, "description": "Runs this close merge (default 500)."},
+            "min_duration_ms": {**_MS, "description": "Shorter events are dropped (default 0)."},
+            "tag_threshold": _tag_values(_PROBABILITY, "Threshold per tag."),
+            "tag_merge_window_ms": _tag_values(_MS, "Merge window per tag."),
+            "tag_min_duration_ms": _tag_values(_MS, "Minimum duration per tag."),
+            "boundary": {"type": "string", "enum": list(BOUNDARIES), "default": "refined"},
+        },
+    },
+    "SoundEvent": {
+        "type": "object",
+        "required": list(_ENTRY_FIELDS),
+        "properties": _ENTRY_FIELDS,
+        "additionalProperties": False,
+        "description": "One event log entry.",
+    },
+    "EventsPage": {
+        "type": "object",
+        "required": ["session_id", "state", "in_progress", "page", "events"],
+        "additionalProperties": False,
+        "properties": {
+            "session_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["writable", "readonly"]},
+            "in_progress": {"type": "boolean", "description": "More entries may still come."},
+            "page": {
+                "type": "object",
+                "required": ["offset", "count", "total"],
+                "additionalProperties": False,
+                "properties": {
+                    "offset": {"type": "integer", "minimum": 0},
+                    "count": {"type": "integer", "minimum": 0},
+                    "total": {"type": "integer", "minimum": 0, "description": "Entries so far."},
+                    "next_token": {
+                        "type": "string",
+                        "maxLength": MAX_TOKEN_CHARS,
+                        "description": "Absent once the session is finished and read to its end.",
+                    },
+                },
+            },
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/SoundEvent"}},
+            "error": {"type": "string", "description": "Why inference failed, when it did."},
+        },
+    },
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema, **extra}
+
+
+def event_paths(
+    session_id: dict[str, Any],
+    page_parameters: list[dict[str, Any]],
+    responses: dict[str, Any],
+    security: list[dict[str, Any]],
+    max_token_chars: int,
+) -> dict[str, Any]:
+    """The events routes, in the document's own building blocks."""
+    tag_values = {"type": "array", "items": {"type": "string", "pattern": "^.+:[^:]+$"}}
+    return {
+        "/audio_sessions/{session_id}/events": {
+            "parameters": [session_id],
+            "get": {
+                "operationId": "readEvents",
+                "tags": ["audio_session"],
+                "summary": "Read a page of the session's event log (tympan)",
+                "description": __doc__,
+                "security": security,
+                "parameters": [
+                    *page_parameters,
+                    _query(
+                        "next_token",
+                        "Token from a previous page: carries on with its state and parameters.",
+                        {"type": "string", "maxLength": max_token_chars},
+                    ),
+                    _query(
+                        "state",
+                        "Only open or only closed entries.",
+                        {"type": "string", "enum": list(EVENT_STATES)},
+                    ),
+                    _query("threshold", "Probability a window must pass.", _PROBABILITY),
+                    _query("merge_window_ms", "Runs this close merge.", _MS),
+                    _query("min_duration_ms", "Shorter events are dropped.", _MS),
+                    _query("tag_threshold", "tag:probability", tag_values, explode=True),
+                    _query("tag_merge_window_ms", "tag:milliseconds", tag_values, explode=True),
+                    _query("tag_min_duration_ms", "tag:milliseconds", tag_values, explode=True),
+                    _query(
+                        "boundary", "Edge placement.", {"type": "string", "enum": list(BOUNDARIES)}
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page of the event log.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EventsPage"}
+                            }
+                        },
+                    },
+                    **responses,
+                },
+            },
+        },
+        "/audio_sessions/{session_id}/sse": {
+            "parameters": [session_id],
+            "get": {
+                "operationId": "followSession",
+                "tags": ["audio_session"],
+                "summary": "Follow windows and events live: Server-Sent Events (tympan)",
+                "description": (
+                    "text/event-stream: `event: window` (a SenseEvent plus `index`), `event: "
+                    "open` and `event: closed` (a SoundEvent), `event: end` (`state`, `error`) "
+                    "before the stream closes; comment lines as heartbeats. Each message's `id` "
+                    "is `<windows>.<entries>` sent so far; reconnect with `Last-Event-ID` (or "
+                    "`?last_event_id=`) to carry on after it, nothing lost or repeated."
+                ),
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+                    },
+                    _query(
+                        "last_event_id",
+                        "As the Last-Event-ID header.",
+                        {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The live feed.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **responses,
+                },
+            },
+        },
+    }

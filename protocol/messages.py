@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from protocol.errors import BadRequest
+from protocol.events import EventParams
 from protocol.states import SessionState
 
 __all__ = [
@@ -98,6 +99,7 @@ class CreateSession:
     window_hop_s: float = 0.5
     file_name: str | None = None
     file_length_s: float | None = None
+    events: EventParams = field(default_factory=EventParams)
 
     @classmethod
     def from_body(cls, body: Any) -> CreateSession:
@@ -154,6 +156,7 @@ class CreateSession:
             window_hop_s=0.5 if hop is None else parse_window_hop(hop),
             file_name=file_name,
             file_length_s=None if file_length is None else float(file_length),
+            events=EventParams.from_body(data.get("events")),
         )
 
 

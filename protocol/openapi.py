@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.events import EVENT_SCHEMAS, event_paths
 from protocol.messages import MAX_METADATA_BYTES, SENSITIVITY_RANGE, WINDOW_HOPS_S
+from protocol.tokens import MAX_TOKEN_CHARS as MAX_SCOPED_TOKEN_CHARS
 
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
@@ -102,6 +104,7 @@ def _sensitivity(description: str, **extra: Any) -> Schema:
 def _schemas() -> dict[str, Schema]:
     events = {"type": "array", "items": _ref("SenseEvent")}
     return {
+        **EVENT_SCHEMAS,
         "AudioChunk": {
             "type": "object",
             "required": ["data"],
@@ -187,6 +190,7 @@ def _schemas() -> dict[str, Schema]:
                     "additionalProperties": _sensitivity("Sensitivity of this tag."),
                 },
                 "window_hop": _ref("WindowHop"),
+                "events": _ref("EventParams"),
                 "file_name": {"type": "string", "description": "Name of the file, informative."},
                 "file_length": {
                     "type": "number",
@@ -416,7 +420,28 @@ _KEY_OPTIONAL: list[dict[str, list[str]]] = [{"API_Key": []}, {}]
 
 def _paths() -> dict[str, Schema]:
     session_id = {"$ref": "#/components/parameters/SessionId"}
+    page_parameters = [
+        {
+            "name": "offset",
+            "in": "query",
+            "description": "How many entries to skip.",
+            "schema": _int(0, MAX_OFFSET, default=0),
+        },
+        {
+            "name": "count",
+            "in": "query",
+            "description": "Most entries to return.",
+            "schema": _int(1, MAX_PAGE_COUNT, default=DEFAULT_PAGE_COUNT),
+        },
+    ]
     return {
+        **event_paths(
+            session_id,
+            page_parameters,
+            _error_responses(400, 401, 404, 500),
+            _KEY_OPTIONAL,
+            MAX_SCOPED_TOKEN_CHARS,
+        ),
         "/audio_sessions/": {
             "post": {
                 "operationId": "createSession",

@@ -27,13 +27,14 @@ from models.yamnet.labels import load_class_map
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
-from server.appkeys import ENGINE_STATE, METRICS, SERVICE, SETTINGS, EngineState
+from server.appkeys import ENGINE_STATE, EVENTS, METRICS, SERVICE, SETTINGS, EngineState
 from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
 from server.cors import cors_middleware
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
+from server.event_reads import EventReads
 from server.handlers import routes
 from server.logredact import install_redaction
 from server.metrics import Metrics, metrics_middleware
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ENGINE_STATE] = EngineState()
     app.add_routes(routes)
     app.cleanup_ctx.append(_server_context)
+    app.on_shutdown.append(_end_live_feeds)
     return app
 
 
@@ -143,6 +145,9 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             official_tags(class_map),
         )
         app[SERVICE] = service
+        app[EVENTS] = EventReads(
+            settings, service, store_thread, engine, TokenCodec(token_key), FRONTEND.window_seconds
+        )
         recovered = await service.load()
         sweeper = asyncio.create_task(_sweep_inactive(service, settings), name="inactivity-sweeper")
         state.provider = runner.provider
@@ -169,6 +174,8 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         state.ready = False
+        if EVENTS in app:
+            app[EVENTS].stop()
         gc.unfreeze()  # what start-up made may be collected again (tests start many apps)
         if sweeper is not None:
             sweeper.cancel()
@@ -184,6 +191,12 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         sys.setswitchinterval(previous_switch_interval)
         store_thread.close()
         log.info("store closed")
+
+
+async def _end_live_feeds(app: web.Application) -> None:
+    """Before connections are drained: live feeds would otherwise hold the shutdown open."""
+    if EVENTS in app:
+        app[EVENTS].stop()
 
 
 def _freeze_start_up_heap() -> None:

@@ -11,9 +11,10 @@ from server.config import Settings
 from server.metrics import Metrics
 
 if TYPE_CHECKING:
+    from server.event_reads import EventReads
     from server.service import SessionService
 
-__all__ = ["ENGINE_STATE", "METRICS", "SERVICE", "SETTINGS", "EngineState"]
+__all__ = ["ENGINE_STATE", "EVENTS", "METRICS", "SERVICE", "SETTINGS", "EngineState"]
 
 
 @dataclass
@@ -31,5 +32,6 @@ class EngineState:
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE: web.AppKey[SessionService] = web.AppKey("service")
+EVENTS: web.AppKey[EventReads] = web.AppKey("events")
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
 METRICS = web.AppKey("metrics", Metrics)

@@ -68,6 +68,10 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     silence_gate_dbfs: float | None = None  # windows quieter than this skip the model
+    # Server-Sent Events: a comment line this often on an idle feed (proxies close silent
+    # connections, commonly after 30-60 s), and the reconnection delay told to browsers.
+    sse_heartbeat_s: float = 15.0
+    sse_retry_ms: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,6 +102,8 @@ class Settings:
             raise ConfigError(
                 f"audio_retention must be 'consumed' or 'session', got {self.audio_retention!r}"
             )
+        if not 0 < self.sse_heartbeat_s <= 3600:
+            raise ConfigError(f"sse_heartbeat_s must be in (0, 3600], got {self.sse_heartbeat_s}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
         for name in ("max_sessions_per_key", "max_json_bytes", "max_json_depth", "max_connections"):
@@ -111,6 +117,7 @@ class Settings:
             "body_read_timeout_s",
             "header_timeout_s",
             "overload_lag_s",
+            "sse_retry_ms",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")

@@ -29,11 +29,19 @@ from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
 from server.audio.overlap import OverlapGeometry
+from server.event_log import (
+    LogEntry,
+    SessionEventLog,
+    pack_probabilities,
+    probabilities_from_tags,
+    rules_for,
+    unpack_probabilities,
+)
 from server.metrics import Metrics
 from server.pipeline import AudioPipeline, WindowBatch, replay_frame_bytes, split_batch
 from server.scheduler import BatchScheduler
 from server.sessions import Session
-from server.store import ResultRow, Store, StoreError, StoreThread
+from server.store import EventLogRow, ResultRow, Store, StoreError, StoreThread
 from server.tagging import Tagger
 
 __all__ = ["EngineConfig", "InferenceEngine"]
@@ -112,6 +120,14 @@ class _Worker:
             self.skip_first_bytes = -first_offset % self.frame_bytes
             first_sample = (first_offset + self.skip_first_bytes) // self.frame_bytes
             first_window = session.results_count
+        self.event_rules = rules_for(
+            engine.tagger.labels,
+            self.thresholds,
+            params.events,
+            params.window_hop_s,
+            engine.config.window_seconds,
+        )
+        self.events: SessionEventLog | None = None  # restored from the store on first use
         self.pipeline = AudioPipeline(
             fmt,
             params.window_hop_s,
@@ -280,6 +296,25 @@ class _Worker:
         self.engine.metrics.windows_skipped.inc(int(quiet.sum()))
         return result
 
+    async def _event_log(self) -> SessionEventLog:
+        """The session's event log, carried on from what the store holds (after a restart)."""
+        if self.events is None:
+            session_id = self.session.id
+            state, blob, tags = await self.engine.store.read(
+                partial(Store.event_resume, session_id=session_id)
+            )
+            previous = None
+            if blob is not None:
+                previous = unpack_probabilities(blob)
+            elif tags:
+                previous = probabilities_from_tags(
+                    tags, self.engine.label_index, len(self.engine.tagger.labels)
+                )
+            self.events = SessionEventLog.restore(
+                self.event_rules, state, previous, first_window=self.session.results_count
+            )
+        return self.events
+
     async def _store(self, batch: WindowBatch, probabilities: Any) -> None:
         hop = self.session.params.window_hop_s
         window = self.engine.config.window_seconds
@@ -289,12 +324,24 @@ class _Worker:
                 self.engine.tagger.tags(probabilities, self.thresholds), start=batch.first_index
             )
         ]
+        stored, blobs = pack_probabilities(probabilities)
+        events = await self._event_log()
+        already = max(0, events.tracker.next_window - batch.first_index)  # fed before a crash
+        entries = events.feed(stored[already:])
         session_id = self.session.id
         count = await self.engine.store.write(
-            partial(Store.add_results, session_id=session_id, results=rows)
+            partial(
+                Store.add_results,
+                session_id=session_id,
+                results=rows,
+                probabilities=blobs,
+                events=[_log_row(entry) for entry in entries],
+                event_state=events.state_json(),
+            )
         )
         self.recent.extend(rows)  # stored: now they may be served from memory
         self.session.results_count = count
+        self._logged(events)
         self.notify()
         for listener in self.engine.result_listeners:
             try:
@@ -302,13 +349,28 @@ class _Worker:
             except Exception:  # an observer's bug must not fail the session
                 log.exception("result listener failed")
 
+    def _logged(self, events: SessionEventLog) -> None:
+        self.session.events_logged = events.logged
+        self.session.events_closed = events.closed
+
     async def _mark_done(self) -> None:
-        """Inference is over: record it, then drop the audio in the background. Pruning a long
-        file zeroes megabytes of pages (secure_delete), tens of milliseconds that readers need
-        not wait for; audio left by a crash in between is pruned at the next start."""
+        """Inference is over: close the events still open and record it, then drop the audio
+        in the background. Pruning a long file zeroes megabytes of pages (secure_delete), tens
+        of milliseconds that readers need not wait for; audio left by a crash in between is
+        pruned at the next start."""
         session_id = self.session.id
-        await self.engine.store.write(partial(Store.mark_inference_done, session_id=session_id))
+        events = await self._event_log()
+        entries = [_log_row(entry) for entry in events.finish()]
+        await self.engine.store.write(
+            partial(
+                _finish_events,
+                session_id=session_id,
+                events=entries,
+                event_state=events.state_json(),
+            )
+        )
         self.session.inference_done = True
+        self._logged(events)
         if self.engine.config.prune_consumed_audio:
             self.engine.prune_in_background(session_id)
 
@@ -328,18 +390,61 @@ class _Worker:
         session.inference_done = True
         session.pending_chunks = 0
         session_id = session.id
+        entries: list[EventLogRow] = []
+        state = None
+        with contextlib.suppress(StoreError):
+            events = await self._event_log()
+            entries = [_log_row(entry) for entry in events.finish()]
+            state = events.state_json()
         with contextlib.suppress(StoreError):
             await self.engine.store.write(
-                partial(_fail_session, session_id=session_id, error=message)
+                partial(
+                    _fail_session,
+                    session_id=session_id,
+                    error=message,
+                    events=entries,
+                    event_state=state,
+                )
             )
+        if self.events is not None:
+            self._logged(self.events)
+
+
+def _log_row(entry: LogEntry) -> EventLogRow:
+    event = entry.event
+    return EventLogRow(
+        entry.seq,
+        event.state,
+        entry.kind_seq,
+        event.id,
+        event.tag,
+        event.start_time,
+        event.end_time,
+        event.confidence,
+        entry.windows,
+    )
+
+
+def _finish_events(
+    store: Store, session_id: str, events: list[EventLogRow], event_state: str
+) -> None:
+    store.add_events(session_id, events, event_state)
+    store.mark_inference_done(session_id)
 
 
 def _read_all_chunks(store: Store, session_id: str) -> bytes:
     return b"".join(store.read_chunk(session_id, seq) for seq in store.retained_chunks(session_id))
 
 
-def _fail_session(store: Store, session_id: str, error: str) -> None:
+def _fail_session(
+    store: Store,
+    session_id: str,
+    error: str,
+    events: list[EventLogRow],
+    event_state: str | None,
+) -> None:
     store.set_state(session_id, "readonly", error)
+    store.add_events(session_id, events, event_state)
     _finish_session(store, session_id)
 
 
@@ -368,6 +473,7 @@ class InferenceEngine:
         self.metrics = metrics
         self.silence_probabilities = silence_probabilities
         self.tagger = tagger
+        self.label_index = {name: i for i, name in enumerate(tagger.labels)}
         self.store = store
         self.scheduler = scheduler
         self._decode_executor = decode_executor

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -223,6 +223,69 @@ class EventTracker:
                 self._close(tag, out)
             self._pending.clear()
         return out
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to carry on after a restart except the previous window's
+        probabilities (stored with the results): plain JSON, floats round-trip exactly."""
+        return {
+            "first_window": self.first_window,
+            "next_window": self._next_window,
+            "next_id": self._next_id,
+            "finished": self._finished,
+            "pending": [
+                {
+                    "tag": tag,
+                    "event_id": p.event_id,
+                    "start_s": p.start_s,
+                    "end_s": p.end_s,
+                    "end_known": p.end_known,
+                    "last_pass": p.last_pass,
+                    "confidence": p.confidence,
+                    "reported": None
+                    if p.reported is None
+                    else [
+                        p.reported.start_time_s,
+                        p.reported.end_time_s,
+                        p.reported.confidence,
+                    ],
+                }
+                for tag, p in sorted(self._pending.items())
+            ],
+        }
+
+    @classmethod
+    def restore(
+        cls, rules: EventRules, state: Mapping[str, Any], previous: npt.ArrayLike | None
+    ) -> EventTracker:
+        """A tracker as ``state()`` described it; ``previous``: the probabilities of window
+        ``next_window - 1`` (None when no window was fed yet)."""
+        tracker = cls(rules, first_window=int(state["first_window"]))
+        tracker._next_window = int(state["next_window"])
+        tracker._next_id = int(state["next_id"])
+        tracker._finished = bool(state["finished"])
+        if previous is not None:
+            tracker._previous = np.asarray(previous, dtype=np.float64)
+        for item in state["pending"]:
+            tag = int(item["tag"])
+            pending = _Pending(
+                item["event_id"],
+                float(item["start_s"]),
+                float(item["end_s"]),
+                bool(item["end_known"]),
+                int(item["last_pass"]),
+                float(item["confidence"]),
+            )
+            if item["reported"] is not None:
+                start, end, confidence = item["reported"]
+                pending.reported = Event(
+                    int(item["event_id"]), rules.labels[tag], start, end, confidence, False
+                )
+            tracker._pending[tag] = pending
+        return tracker
+
+    @property
+    def next_window(self) -> int:
+        return self._next_window
 
     def open_events(self) -> list[Event]:
         """Events reported open and not yet closed (for a reader who joins mid-stream)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from protocol.codec import decode_body
 from protocol.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from protocol.messages import parse_chunk_data
 from protocol.openapi import openapi_document
-from server.appkeys import ENGINE_STATE, METRICS, SERVICE, SETTINGS
+from server.appkeys import ENGINE_STATE, EVENTS, METRICS, SERVICE, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -148,3 +149,36 @@ async def read_results(request: web.Request) -> web.Response:
         request.match_info["session_id"], presented_key(request.headers), request.query
     )
     return json_response(request, body)
+
+
+@routes.get(API + "/audio_sessions/{session_id}/events")
+async def read_events(request: web.Request) -> web.Response:
+    page = await request.app[EVENTS].page(
+        request.match_info["session_id"],
+        presented_key(request.headers),
+        request.query,
+        wait=not _prefers_no_wait(request),
+    )
+    return json_response(request, page.to_dict())
+
+
+@routes.get(API + "/audio_sessions/{session_id}/sse")
+async def live_feed(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: windows and event log entries as they are stored."""
+    messages = await request.app[EVENTS].live(
+        request.match_info["session_id"],
+        presented_key(request.headers),
+        request.headers.get("Last-Event-ID") or request.query.get("last_event_id"),
+    )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # NGINX: pass each message on at once
+        }
+    )
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):
+        async for message in messages:
+            await response.write(message)
+    return response

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
 from server.config import Settings
 from server.engine import InferenceEngine
+from server.event_log import rules_for
 from server.keys import new_session_id
 from server.limits import RateLimiter
 from server.metrics import Metrics
@@ -43,7 +45,7 @@ from server.sessions import ChunkDecision, Session, chunk_digest, params_from_di
 from server.store import ResultRow, Store, StoreThread
 from server.tagging import OTHERS
 
-__all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService"]
+__all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService", "int_param"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class CreatedSession:
         }
 
 
-def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default
@@ -182,6 +184,10 @@ class SessionService:
                 created_at=row.created_at,
                 last_activity_at=row.last_activity_at,
             )
+            if row.event_state is not None:
+                counts = json.loads(row.event_state)
+                session.events_logged = int(counts["logged"])
+                session.events_closed = int(counts["closed"])
             if session.state is SessionState.WRITABLE:
                 session.tail = await self._stored_tail(session)
             self._sessions[session.id] = session
@@ -217,6 +223,10 @@ class SessionService:
         if key is not None:
             self._rate_check(self._keys.authenticate(key).key_id)
         return list(self._official_tags)
+
+    def authorized(self, session_id: str, key: str | None) -> Session:
+        """The session, for a caller allowed to read it (404 otherwise, as for every call)."""
+        return self._session(session_id, key)
 
     def _caller(self, key: str | None) -> Caller | None:
         return None if key is None else self._keys.authenticate(key)
@@ -281,6 +291,14 @@ class SessionService:
             geometry = _overlap_geometry(params)
         except ContentTypeError as exc:
             raise BadRequest(str(exc)) from None
+        tagger = self._engine.tagger
+        rules_for(  # names an unknown tag in the event parameters (400) before anything is stored
+            tagger.labels,
+            tagger.thresholds(params.default_sensitivity, params.tags_sensitivity),
+            params.events,
+            params.window_hop_s,
+            self._window_seconds,
+        )
         session_id = new_session_id()
         now = time.time()
         stored = params_to_dict(params)
@@ -393,10 +411,12 @@ class SessionService:
                 cursor = self._tokens.decode(token, session_id)
             except InvalidToken as exc:
                 raise BadRequest(str(exc)) from None
+            if cursor.scope:
+                raise BadRequest("next_token was issued for this session's events, not its status")
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = _int_param(query, "offset", 0, 0, 2**62)
-            count = _int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+            offset = int_param(query, "offset", 0, 0, 2**62)
+            count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
         if wait:
             await self._wait_for_results(session, offset)
         rows = await self._read_results(session_id, offset, count)
@@ -407,8 +427,8 @@ class SessionService:
     ) -> dict[str, Any]:
         """Newer Cochl clients' ``/results``: a flat page with a coarse inference state."""
         session = self._session(session_id, key)
-        offset = _int_param(query, "offset", 0, 0, 2**62)
-        limit = _int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+        offset = int_param(query, "offset", 0, 0, 2**62)
+        limit = int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
         rows = await self._read_results(session_id, offset, limit)
         if session.error is not None:
             state = "error"
@@ -464,6 +484,10 @@ class SessionService:
         if self._engine.is_working(session):
             return True
         return session.is_stream and session.state is SessionState.WRITABLE
+
+    async def read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
+        """Stored windows ``[offset, offset + count)``: from memory when recent, else the store."""
+        return await self._read_results(session_id, offset, count)
 
     async def _read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
         recent = self._engine.recent_results(session_id, offset, count)

@@ -40,6 +40,7 @@ def params_to_dict(params: CreateSession) -> dict[str, Any]:
         "window_hop": params.window_hop_s,
         "file_name": params.file_name,
         "file_length": params.file_length_s,
+        "events": params.events.to_dict() or None,
     }
 
 
@@ -62,6 +63,9 @@ class Session:
     created_at: float = 0.0
     last_activity_at: float = 0.0
     pending_chunks: int = field(default=0)
+    # Event log entries stored so far: all of them, and the closed ones.
+    events_logged: int = 0
+    events_closed: int = 0
     # Raw streams only: the end of the stored timeline, for recognising sliding-window chunks.
     tail: StreamTail | None = field(default=None, repr=False)
 

@@ -28,13 +28,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "EventLogRow",
     "KeyRecord",
     "ResultRow",
     "SessionRow",
@@ -47,7 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
@@ -69,7 +70,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     results_count INTEGER NOT NULL DEFAULT 0,
     inference_done INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    last_activity_at REAL NOT NULL
+    last_activity_at REAL NOT NULL,
+    event_state TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_by_key ON sessions(key_id);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -92,8 +94,23 @@ CREATE TABLE IF NOT EXISTS results (
     start_time REAL NOT NULL,
     end_time REAL NOT NULL,
     tags TEXT NOT NULL,
+    probs BLOB,
     PRIMARY KEY (session_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_log (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    kind_seq INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    end_time REAL NOT NULL,
+    confidence REAL NOT NULL,
+    windows INTEGER NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_log_by_state ON event_log(session_id, state, kind_seq);
 """
 
 
@@ -129,6 +146,7 @@ class SessionRow:
     inference_done: bool
     created_at: float
     last_activity_at: float
+    event_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,19 @@ class ResultRow:
     start_time: float
     end_time: float
     tags: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class EventLogRow:
+    seq: int
+    state: str
+    kind_seq: int
+    event_id: int
+    tag: str
+    start_time: float
+    end_time: float
+    confidence: float
+    windows: int  # how many windows the log had seen when this entry was made
 
 
 class Store:
@@ -179,6 +210,12 @@ class Store:
         chunk_columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
         if "overlap" not in chunk_columns:  # version 1: no sliding-window chunks yet
             self._db.execute("ALTER TABLE chunks ADD COLUMN overlap INTEGER NOT NULL DEFAULT 0")
+        result_columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "probs" not in result_columns:  # version 2: no probabilities, no event log
+            self._db.execute("ALTER TABLE results ADD COLUMN probs BLOB")
+        session_columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "event_state" not in session_columns:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN event_state TEXT")
 
     @property
     def path(self) -> Path:
@@ -290,8 +327,8 @@ class Store:
     def load_sessions(self) -> list[SessionRow]:
         rows = self._db.execute(
             "SELECT id, key_id, params, state, error, next_chunk_seq, bytes_received,"
-            " last_chunk_sha256, results_count, inference_done, created_at, last_activity_at"
-            " FROM sessions WHERE state != 'deleted'"
+            " last_chunk_sha256, results_count, inference_done, created_at, last_activity_at,"
+            " event_state FROM sessions WHERE state != 'deleted'"
         ).fetchall()
         return [
             SessionRow(
@@ -307,6 +344,7 @@ class Store:
                 bool(r[9]),
                 r[10],
                 r[11],
+                r[12],
             )
             for r in rows
         ]
@@ -331,6 +369,7 @@ class Store:
         self._db.execute("UPDATE sessions SET state = 'deleted' WHERE id = ?", (session_id,))
         self._db.execute("DELETE FROM chunks WHERE session_id = ?", (session_id,))
         self._db.execute("DELETE FROM results WHERE session_id = ?", (session_id,))
+        self._db.execute("DELETE FROM event_log WHERE session_id = ?", (session_id,))
         self._db.execute("DELETE FROM chunk_audio WHERE session_id = ?", (session_id,))
 
     # -- chunks ---------------------------------------------------------------------------
@@ -462,13 +501,28 @@ class Store:
 
     # -- results --------------------------------------------------------------------------
 
-    def add_results(self, session_id: str, results: Iterable[ResultRow]) -> int:
-        rows = [(session_id, r.idx, r.start_time, r.end_time, json.dumps(r.tags)) for r in results]
+    def add_results(
+        self,
+        session_id: str,
+        results: Sequence[ResultRow],
+        probabilities: Sequence[bytes | None] | None = None,
+        events: Sequence[EventLogRow] = (),
+        event_state: str | None = None,
+    ) -> int:
+        """Store windows (with every class's probability, ``server.event_log``), the event log
+        entries they add and the event tracker's state after them: one transaction, so after a
+        crash the log carries on from exactly these windows."""
+        blobs = probabilities if probabilities is not None else [None] * len(results)
+        rows = [
+            (session_id, r.idx, r.start_time, r.end_time, json.dumps(r.tags), blob)
+            for r, blob in zip(results, blobs, strict=True)
+        ]
         self._db.executemany(
-            "INSERT OR IGNORE INTO results(session_id, idx, start_time, end_time, tags)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO results(session_id, idx, start_time, end_time, tags, probs)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
+        self.add_events(session_id, events, event_state)
         # Windows are stored in order from 0, so the count is one past the last index.
         self._db.execute(
             "UPDATE sessions SET results_count = MAX(results_count, ?) WHERE id = ?",
@@ -478,6 +532,76 @@ class Store:
             "SELECT results_count FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def add_events(
+        self, session_id: str, events: Sequence[EventLogRow], event_state: str | None
+    ) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO event_log(session_id, seq, state, kind_seq, event_id, tag,"
+            " start_time, end_time, confidence, windows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (session_id, e.seq, e.state, e.kind_seq, e.event_id, e.tag, e.start_time,
+                 e.end_time, e.confidence, e.windows)
+                for e in events
+            ],
+        )  # fmt: skip
+        if event_state is not None:
+            self._db.execute(
+                "UPDATE sessions SET event_state = ? WHERE id = ? AND state != 'deleted'",
+                (event_state, session_id),
+            )
+
+    def read_events(
+        self, session_id: str, offset: int, count: int, state: str | None = None
+    ) -> list[EventLogRow]:
+        """Log entries from ``offset`` on: all of them, or (``state``) only open or closed ones,
+        ``offset`` then counting entries of that state."""
+        columns = "seq, state, kind_seq, event_id, tag, start_time, end_time, confidence, windows"
+        if state is None:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM event_log WHERE session_id = ? AND seq >= ?"
+                " ORDER BY seq LIMIT ?",
+                (session_id, offset, count),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM event_log WHERE session_id = ? AND state = ?"
+                " AND kind_seq >= ? ORDER BY kind_seq LIMIT ?",
+                (session_id, state, offset, count),
+            ).fetchall()
+        return [EventLogRow(*row) for row in rows]
+
+    def event_resume(
+        self, session_id: str
+    ) -> tuple[str | None, bytes | None, list[tuple[str, float]]]:
+        """What a session's event log carries on from: the tracker's state, and the last
+        stored window's probabilities and tags."""
+        state = self._db.execute(
+            "SELECT event_state FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        last = self._db.execute(
+            "SELECT probs, tags FROM results WHERE session_id = ? ORDER BY idx DESC LIMIT 1",
+            (session_id,),
+        ).fetchone()
+        return (
+            None if state is None else state[0],
+            None if last is None or last[0] is None else bytes(last[0]),
+            [] if last is None else [tuple(t) for t in json.loads(last[1])],
+        )
+
+    def read_probabilities(
+        self, session_id: str, offset: int, count: int
+    ) -> list[tuple[int, bytes | None, list[tuple[str, float]]]]:
+        """(index, stored probabilities or None for windows stored before them, tags)."""
+        rows = self._db.execute(
+            "SELECT idx, probs, tags FROM results WHERE session_id = ? AND idx >= ?"
+            " ORDER BY idx LIMIT ?",
+            (session_id, offset, count),
+        ).fetchall()
+        return [
+            (r[0], None if r[1] is None else bytes(r[1]), [tuple(t) for t in json.loads(r[2])])
+            for r in rows
+        ]
 
     def read_results(self, session_id: str, offset: int, count: int) -> list[ResultRow]:
         rows = self._db.execute(

@@ -214,3 +214,91 @@ async def test_sigterm_is_graceful_and_loses_nothing(server: ServerProcess) -> N
         )
         results, _ = await read_all(http, server.url, session_id)
     assert [r["start_time"] for r in results] == [i * 0.5 for i in range(expected_windows(4.0))]
+
+
+async def read_log(
+    http: aiohttp.ClientSession, url: str, session_id: str, **params: str
+) -> list[dict[str, Any]]:
+    """A finished session's whole event log, following next_token."""
+    entries: list[dict[str, Any]] = []
+    query: dict[str, str] = {"count": "7", **params}
+    while True:
+        status, page = await call(
+            http, "GET", f"{url}/api/v1/audio_sessions/{session_id}/events", params=query
+        )
+        assert status == 200, page
+        entries.extend(page["events"])
+        token = page["page"].get("next_token")
+        if token is None:
+            return entries
+        query = {"next_token": token}
+
+
+async def test_sigkill_mid_event_keeps_the_event_log(
+    server: ServerProcess, speech_16k: np.ndarray
+) -> None:
+    """A kill while an event is open: after the restart the tracker carries on from the
+    stored windows, so the event keeps its id, nothing is logged twice, and the log is the one
+    the stored windows give (the same as if no crash had happened)."""
+    key = make_key(server.data_dir, "events")
+    server.start(wait=True)
+    lead = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)
+    audio = s16(np.concatenate([lead, speech_16k, lead, lead]))
+    chunks = [audio[i : i + HALF_SECOND_BYTES] for i in range(0, len(audio), HALF_SECOND_BYTES)]
+    headers = {"x-api-key": key}
+    cut = 8  # one second of quiet, then three of speech: the Speech event is open
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        status, created = await call(
+            http,
+            "POST",
+            f"{server.url}/api/v1/audio_sessions/",
+            json={"type": "stream", "content_type": RAW_S16},
+            headers=headers,
+        )
+        session_id = created["session_id"]
+        for seq in range(cut):
+            status, _ = await call(
+                http,
+                "PUT",
+                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                json={"data": base64.b64encode(chunks[seq]).decode()},
+            )
+            assert status == 200
+        status, page = await call(
+            http, "GET", f"{server.url}/api/v1/audio_sessions/{session_id}/events"
+        )
+        while not page["events"]:  # long-polls until the stored windows open the event
+            status, page = await call(
+                http,
+                "GET",
+                f"{server.url}/api/v1/audio_sessions/{session_id}/events",
+                params={"next_token": page["page"]["next_token"]},
+            )
+        assert [(e["tag"], e["state"]) for e in page["events"]] == [("Speech", "open")]
+        opened = page["events"][0]
+        server.signal(signal.SIGKILL)
+
+    server.start(wait=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for seq in range(cut, len(chunks)):
+            status, body = await call(
+                http,
+                "PUT",
+                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+                json={"data": base64.b64encode(chunks[seq]).decode()},
+            )
+            assert status == 200, body
+        status, _ = await call(
+            http,
+            "PATCH",
+            f"{server.url}/api/v1/audio_sessions/{session_id}",
+            json={"make_readonly": True},
+        )
+        log = await read_log(http, server.url, session_id)
+        derived = await read_log(http, server.url, session_id, merge_window_ms="500")
+    assert log == derived
+    assert log[0] == opened
+    keys = [(e["id"], e["state"]) for e in log]
+    assert len(keys) == len(set(keys)), log
+    closing = [e for e in log if e["id"] == opened["id"] and e["state"] == "closed"]
+    assert len(closing) == 1 and closing[0]["start_time"] == opened["start_time"]

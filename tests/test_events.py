@@ -168,3 +168,57 @@ def test_benchmark_scoring_follows_the_collars() -> None:
     result = score([([long_ref, short_ref], [Interval("Dog", 10.1, 15.1)])])
     assert (result["precision"], result["recall"], result["f1"]) == (1.0, 0.5, 0.667)
     assert (result["onset_ms_p50"], result["offset_ms_p50"], result["no_overlap"]) == (100, 100, 1)
+
+
+# -- the session event log: restore after a crash, entries per window ----------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=8, max_size=40),
+    st.lists(st.floats(0.0, 1.0), min_size=8, max_size=40),
+    st.integers(0, 40),
+    st.sampled_from(["refined", "naive"]),
+)
+def test_a_restored_log_carries_on_exactly(
+    dog: list[float], cat: list[float], cut: int, boundary: str
+) -> None:
+    """Stopping after any window, saving the state (as JSON) and restoring it with the last
+    window's probabilities gives the same entries as never stopping."""
+    from server.event_log import SessionEventLog
+
+    n = min(len(dog), len(cat))
+    rows = np.full((n, len(LABELS)), LOW)
+    rows[:, 0], rows[:, 1] = dog[:n], cat[:n]
+    cut = min(cut, n)
+    rules = _rules(merge_window_ms=700, min_duration_ms=300, boundary=boundary)
+    whole = SessionEventLog.restore(rules, None, None)
+    expected = whole.feed(rows) + whole.finish()
+    first = SessionEventLog.restore(rules, None, None)
+    got = first.feed(rows[:cut])
+    resumed = SessionEventLog.restore(
+        rules, first.state_json(), rows[cut - 1] if cut else None, first_window=cut
+    )
+    got += resumed.feed(rows[cut:]) + resumed.finish()
+    assert got == expected
+    seen = [(entry.event.id, entry.event.state) for entry in expected]
+    assert len(seen) == len(set(seen))
+    assert [entry.seq for entry in expected] == list(range(len(expected)))
+    closed = [entry for entry in expected if entry.event.state == "closed"]
+    assert [entry.kind_seq for entry in closed] == list(range(len(closed)))
+    assert [e.event.id for e in closed] == sorted(e.event.id for e in closed) or len(LABELS) > 1
+
+
+def test_an_event_complete_when_first_reported_is_logged_closed_only() -> None:
+    from server.event_log import SessionEventLog
+
+    log = SessionEventLog.restore(_rules(merge_window_ms=0, min_duration_ms=1500), None, None)
+    # a run still passing at the end reaches the minimum only when finish() fixes its end
+    assert log.feed(_windows([0, 1, 1, 1])) == []
+    entries = log.finish()
+    assert [(e.event.state, e.windows) for e in entries] == [("closed", 4)]
+    # a long one opens while it lasts, then closes
+    log = SessionEventLog.restore(_rules(merge_window_ms=0, min_duration_ms=500), None, None)
+    entries = log.feed(_windows([0, 1, 1, 1, 1, 0, 0]))
+    assert [e.event.state for e in entries] == ["open", "closed"]
+    assert entries[0].windows < entries[1].windows

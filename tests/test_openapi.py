@@ -27,7 +27,7 @@ from openapi_spec_validator import OpenAPIV30SpecValidator
 from protocol.messages import parse_window_hop
 from protocol.openapi import openapi_document
 from server.app import create_app
-from server.appkeys import SERVICE
+from server.appkeys import EVENTS, SERVICE
 from server.audio import RAW_SAMPLE_FORMATS, formats
 from server.audio.pcm import RAW_SAMPLE_FORMAT_ALIASES
 from server.config import Settings
@@ -184,7 +184,13 @@ def test_document_is_valid_openapi_30() -> None:
 
 def test_document_keeps_cochl_names() -> None:
     assert set(DOC["components"]["schemas"]) >= COCHL_SCHEMAS
-    assert set(OPERATIONS) == COCHL_OPERATIONS | {"readResults", "predict", "getOfficialTags"}
+    assert set(OPERATIONS) == COCHL_OPERATIONS | {
+        "readResults",
+        "predict",
+        "getOfficialTags",
+        "readEvents",
+        "followSession",
+    }
     scheme = DOC["components"]["securitySchemes"]["API_Key"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
     assert OPERATIONS["createSession"][:2] == ("post", "/audio_sessions/")
@@ -424,12 +430,30 @@ async def test_unexpected_errors_are_generic_500s(
     for name in ("create", "put_chunk", "update", "delete", "status", "results", "predict"):
         monkeypatch.setattr(service, name, boom)
     monkeypatch.setattr(service, "official_tags", lambda key: 1 / 0)
+    for name in ("page", "live"):
+        monkeypatch.setattr(client.app[EVENTS], name, boom)
     body: dict[str, str] | None = None
     if "requestBody" in OPERATIONS[operation_id][2]:
         chunk = operation_id in ("uploadChunk", "predict")
         body = {"data": b64(b"\0\0")} if chunk else {"type": "stream"}
     error = await contract.call(operation_id, 500, body=body, session_id=sid, chunk_sequence=0)
     assert "secret" not in error["error"]
+
+
+async def test_events_pages_and_errors(contract: Contract, other_key: str) -> None:
+    sid = await new_session(contract)
+    page = await contract.call("readEvents", 200, session_id=sid, params={"state": "closed"})
+    assert page["events"] == [] and page["in_progress"] is True
+    token = {"next_token": page["page"]["next_token"]}
+    await contract.call("readEvents", 200, session_id=sid, params=token)
+    await contract.call("readStatus", 400, session_id=sid, params=token)
+    for params in ({"state": "x"}, {"threshold": "2"}, {"tag_threshold": "Nope:0.5"}):
+        await contract.call("readEvents", 400, session_id=sid, params=params)
+    for operation_id in ("readEvents", "followSession"):
+        await contract.call(operation_id, 401, key="not-a-key", session_id=sid)
+        await contract.call(operation_id, 404, key=other_key, session_id=sid)
+        await contract.call(operation_id, 404, session_id="no-such-session")
+    await contract.call("followSession", 400, session_id=sid, params={"last_event_id": "-1.2"})
 
 
 async def test_owner_key_can_be_required(

@@ -8,7 +8,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from server.store import Store, StoreThread
+from server.store import SCHEMA_VERSION, EventLogRow, ResultRow, Store, StoreThread
 
 
 def _session_with_audio(store: Store, session_id: str, key_id: int, chunks: int) -> None:
@@ -153,10 +153,58 @@ def test_version_1_database_gains_the_overlap_column(tmp_path: Path) -> None:
         store.close()
     check = sqlite3.connect(path)
     try:
-        assert check.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
+        assert check.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            SCHEMA_VERSION,
+        )
         assert check.execute("SELECT seq, overlap FROM chunks ORDER BY seq").fetchall() == [
             (0, 0),
             (1, 4),
         ]
     finally:
         check.close()
+
+
+def test_version_2_database_gains_probabilities_and_the_event_log(tmp_path: Path) -> None:
+    """Windows stored before probabilities were read back without them (None); the event log
+    and the tracker's state are stored from then on."""
+    path = tmp_path / "tympan.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, key_id INTEGER NOT NULL, params TEXT NOT NULL,"
+        " state TEXT NOT NULL, error TEXT, next_chunk_seq INTEGER NOT NULL DEFAULT 0,"
+        " bytes_received INTEGER NOT NULL DEFAULT 0, last_chunk_sha256 BLOB,"
+        " results_count INTEGER NOT NULL DEFAULT 0, inference_done INTEGER NOT NULL DEFAULT 0,"
+        " created_at REAL NOT NULL, last_activity_at REAL NOT NULL);"
+        "CREATE TABLE results (session_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " start_time REAL NOT NULL, end_time REAL NOT NULL, tags TEXT NOT NULL,"
+        " PRIMARY KEY (session_id, idx)) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', 2);"
+        "INSERT INTO sessions(id, key_id, params, state, results_count, created_at,"
+        " last_activity_at) VALUES ('s', 1, '{}', 'writable', 1, 0, 0);"
+        "INSERT INTO results VALUES ('s', 0, 0.0, 0.975, '[[\"Dog\", 0.9]]');"
+    )
+    old.close()
+    store = Store(path, fsync=False)
+    try:
+        assert store.load_sessions()[0].event_state is None
+        store.add_results(
+            "s",
+            [ResultRow(1, 0.5, 1.475, [("Dog", 0.8)])],
+            probabilities=[b"\x01\x02"],
+            events=[EventLogRow(0, "open", 0, 0, "Dog", 0.0, 1.0, 0.9, 2)],
+            event_state='{"logged": 1, "closed": 0}',
+        )
+        assert store.read_probabilities("s", 0, 10) == [
+            (0, None, [("Dog", 0.9)]),
+            (1, b"\x01\x02", [("Dog", 0.8)]),
+        ]
+        assert store.read_events("s", 0, 10) == [
+            EventLogRow(0, "open", 0, 0, "Dog", 0.0, 1.0, 0.9, 2)
+        ]
+        assert store.read_events("s", 0, 10, "closed") == []
+        assert store.load_sessions()[0].event_state == '{"logged": 1, "closed": 0}'
+        store.delete_session("s")
+        assert store.read_events("s", 0, 10) == []
+    finally:
+        store.close()

@@ -1,0 +1,199 @@
+"""A session's event log: what ``EventTracker`` reports, as durable, numbered entries.
+
+The engine feeds each stored window's probabilities to the session's ``SessionEventLog`` and
+writes the entries it returns, and the tracker's state, in the same transaction as the windows:
+after a crash the log and the tracker carry on from exactly the windows that were stored, so an
+event keeps its id and no entry is written twice.
+
+Entries, per window (so any batching of windows gives the same log): an ``open`` entry when the
+tracker first reports an event, a ``closed`` entry when it closes it; when both happen on the
+same window only the ``closed`` one is written. The tracker's ``update``s (a growing end) are not
+logged: the ``closed`` entry carries the final edges.
+
+Probabilities are stored with each window as float16 (1,042 bytes for 521 classes), and the
+tracker is fed those same float16 values, so a log derived later from the stored windows (other
+rule parameters, per request) is computed from exactly what the live log saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.errors import BadRequest
+from protocol.events import EventParams, EventState, SoundEvent
+from server.events import (
+    DEFAULT_MERGE_WINDOW_MS,
+    DEFAULT_MIN_DURATION_MS,
+    EventRules,
+    EventTracker,
+    EventTransition,
+)
+
+__all__ = [
+    "LogEntry",
+    "SessionEventLog",
+    "pack_probabilities",
+    "probabilities_from_tags",
+    "replay_log",
+    "rules_for",
+    "unpack_probabilities",
+]
+
+_STORED_DTYPE = np.dtype("<f2")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log entry: ``seq`` numbers all entries of the session, ``kind_seq`` the entries of
+    its state (open or closed), so either view pages with a plain index."""
+
+    seq: int
+    kind_seq: int
+    event: SoundEvent
+    windows: int  # windows seen when it was made: a live feed sends it after that many
+
+
+def rules_for(
+    labels: Sequence[str],
+    thresholds: npt.ArrayLike,
+    params: EventParams,
+    hop_s: float,
+    window_s: float,
+) -> EventRules:
+    """The rules for these parameters; 400 naming an unknown tag."""
+    try:
+        return EventRules.build(
+            labels,
+            thresholds,
+            threshold=params.threshold,
+            merge_window_ms=DEFAULT_MERGE_WINDOW_MS
+            if params.merge_window_ms is None
+            else params.merge_window_ms,
+            min_duration_ms=DEFAULT_MIN_DURATION_MS
+            if params.min_duration_ms is None
+            else params.min_duration_ms,
+            tag_threshold=params.tag_threshold,
+            tag_merge_window_ms=params.tag_merge_window_ms,
+            tag_min_duration_ms=params.tag_min_duration_ms,
+            hop_s=hop_s,
+            window_s=window_s,
+            boundary="naive" if params.boundary == "naive" else "refined",
+        )
+    except ValueError as exc:
+        raise BadRequest(f"events: {exc} (GET /api/v1/tags/official lists the tags)") from None
+
+
+def pack_probabilities(probabilities: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], list[bytes]]:
+    """Windows [n, classes] -> (the values as stored, as float64; one blob per window)."""
+    stored = np.asarray(probabilities).astype(_STORED_DTYPE)
+    return stored.astype(np.float64), [row.tobytes() for row in stored]
+
+
+def unpack_probabilities(blob: bytes) -> npt.NDArray[np.float64]:
+    return np.frombuffer(blob, dtype=_STORED_DTYPE).astype(np.float64)
+
+
+def probabilities_from_tags(
+    tags: Iterable[tuple[str, float]], index: Mapping[str, int], classes: int
+) -> npt.NDArray[np.float64]:
+    """Windows stored before probabilities were: the tags that passed, zero elsewhere."""
+    row = np.zeros(classes)
+    for name, probability in tags:
+        position = index.get(name)
+        if position is not None:
+            row[position] = probability
+    return row
+
+
+def _entries(
+    transitions: list[EventTransition], logged: int, closed: int, windows: int
+) -> tuple[list[LogEntry], int, int]:
+    closing = {t.event.event_id for t in transitions if t.kind == "close"}
+    out: list[LogEntry] = []
+    for transition in transitions:
+        event = transition.event
+        if transition.kind == "update" or (transition.kind == "open" and event.event_id in closing):
+            continue
+        state: EventState = "closed" if transition.kind == "close" else "open"
+        kind_seq = closed if state == "closed" else logged - closed
+        wire = SoundEvent(
+            event.event_id,
+            event.tag,
+            event.start_time_s,
+            event.end_time_s,
+            event.confidence,
+            state,
+        )
+        out.append(LogEntry(logged, kind_seq, wire, windows))
+        logged += 1
+        closed += state == "closed"
+    return out, logged, closed
+
+
+class SessionEventLog:
+    """One session's tracker and log counters."""
+
+    def __init__(self, tracker: EventTracker, logged: int = 0, closed: int = 0) -> None:
+        self.tracker = tracker
+        self.logged = logged
+        self.closed = closed
+
+    @classmethod
+    def restore(
+        cls,
+        rules: EventRules,
+        state_json: str | None,
+        previous: npt.NDArray[np.float64] | None,
+        first_window: int = 0,
+    ) -> SessionEventLog:
+        """From the state stored with the last windows (None: a session without windows yet)."""
+        if state_json is None:
+            return cls(EventTracker(rules, first_window=first_window))
+        state = json.loads(state_json)
+        tracker = EventTracker.restore(rules, state["tracker"], previous)
+        return cls(tracker, int(state["logged"]), int(state["closed"]))
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.tracker.state()["finished"])
+
+    def feed(self, probabilities: npt.NDArray[np.float64]) -> list[LogEntry]:
+        """Windows in order (as stored: float16 values); the entries they add."""
+        out: list[LogEntry] = []
+        for row in probabilities:
+            transitions = self.tracker.feed(row)
+            entries, self.logged, self.closed = _entries(
+                transitions, self.logged, self.closed, self.tracker.next_window
+            )
+            out.extend(entries)
+        return out
+
+    def finish(self) -> list[LogEntry]:
+        entries, self.logged, self.closed = _entries(
+            self.tracker.finish(), self.logged, self.closed, self.tracker.next_window
+        )
+        return entries
+
+    def state_json(self) -> str:
+        return json.dumps(
+            {"tracker": self.tracker.state(), "logged": self.logged, "closed": self.closed},
+            separators=(",", ":"),
+        )
+
+
+def replay_log(
+    probabilities: Iterable[npt.NDArray[np.float64]], rules: EventRules, finished: bool
+) -> list[LogEntry]:
+    """The whole log the rules give on stored windows (per-request parameters)."""
+    log = SessionEventLog(EventTracker(rules))
+    entries: list[LogEntry] = []
+    for row in probabilities:
+        entries.extend(log.feed(row[None, :]))
+    if finished:
+        entries.extend(log.finish())
+    return entries
