@@ -40,6 +40,7 @@ __all__ = [
     "EventsPage",
     "SoundEvent",
     "StreamPosition",
+    "WebhookTarget",
 ]
 
 EVENT_STATES = ("open", "closed")
@@ -215,6 +216,50 @@ def _boundary(value: Any) -> str | None:
     return str(value)
 
 
+MIN_WEBHOOK_SECRET_CHARS = 16
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where a session's event log entries are POSTed (``webhook`` in the create body).
+
+    Each delivery is ``{"session_id", "seq", "event": SoundEvent}`` with the header
+    ``Tympan-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body under secret>``
+    and ``Tympan-Delivery: <session_id>/<seq>``. Entries are delivered in log order, at least
+    once (a receiver deduplicates by ``seq``); a failed delivery is retried with backoff."""
+
+    url: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_body(cls, body: Any) -> WebhookTarget | None:
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise BadRequest("webhook must be an object with url and secret")
+        url, secret = body.get("url"), body.get("secret")
+        if (
+            not isinstance(url, str)
+            or len(url) > MAX_WEBHOOK_URL_CHARS
+            or not url.startswith(("http://", "https://"))
+            or len(url.split("://", 1)[1].split("/", 1)[0]) == 0
+        ):
+            raise BadRequest(
+                f"webhook.url must be an http:// or https:// URL of at most "
+                f"{MAX_WEBHOOK_URL_CHARS} characters"
+            )
+        if not isinstance(secret, str) or len(secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise BadRequest(
+                f"webhook.secret must be a string of at least {MIN_WEBHOOK_SECRET_CHARS} "
+                "characters (it signs each delivery)"
+            )
+        return cls(url, secret)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"url": self.url, "secret": self.secret}
+
+
 @dataclass(frozen=True)
 class SoundEvent:
     """One event log entry: times in seconds from the session's start."""
@@ -353,6 +398,15 @@ _PROBABILITY = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maxim
                 "exclusiveMaximum": True}  # fmt: skip
 
 EVENT_SCHEMAS: dict[str, Any] = {
+    "Webhook": {
+        "type": "object",
+        "required": ["url", "secret"],
+        "description": WebhookTarget.__doc__,
+        "properties": {
+            "url": {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": "^https?://"},
+            "secret": {"type": "string", "minLength": MIN_WEBHOOK_SECRET_CHARS},
+        },
+    },
     "EventParams": {
         "type": "object",
         "description": "Event rules (tympan): how windows become events; all optional.",

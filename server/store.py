@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     inference_done INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     last_activity_at REAL NOT NULL,
-    event_state TEXT
+    event_state TEXT,
+    webhook_delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_by_key ON sessions(key_id);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -147,6 +148,7 @@ class SessionRow:
     created_at: float
     last_activity_at: float
     event_state: str | None = None
+    webhook_delivered: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,10 @@ class Store:
         session_columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "event_state" not in session_columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN event_state TEXT")
+        if "webhook_delivered" not in session_columns:
+            self._db.execute(
+                "ALTER TABLE sessions ADD COLUMN webhook_delivered INTEGER NOT NULL DEFAULT 0"
+            )
 
     @property
     def path(self) -> Path:
@@ -328,7 +334,7 @@ class Store:
         rows = self._db.execute(
             "SELECT id, key_id, params, state, error, next_chunk_seq, bytes_received,"
             " last_chunk_sha256, results_count, inference_done, created_at, last_activity_at,"
-            " event_state FROM sessions WHERE state != 'deleted'"
+            " event_state, webhook_delivered FROM sessions WHERE state != 'deleted'"
         ).fetchall()
         return [
             SessionRow(
@@ -345,6 +351,7 @@ class Store:
                 r[10],
                 r[11],
                 r[12],
+                r[13],
             )
             for r in rows
         ]
@@ -570,6 +577,12 @@ class Store:
                 (session_id, state, offset, count),
             ).fetchall()
         return [EventLogRow(*row) for row in rows]
+
+    def set_webhook_delivered(self, session_id: str, delivered: int) -> None:
+        self._db.execute(
+            "UPDATE sessions SET webhook_delivered = MAX(webhook_delivered, ?) WHERE id = ?",
+            (delivered, session_id),
+        )
 
     def event_resume(
         self, session_id: str
