@@ -26,7 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from multidict import MultiMapping
 
 from protocol.errors import BadRequest
 from protocol.tokens import MAX_TOKEN_CHARS
@@ -40,18 +42,15 @@ __all__ = [
     "EventsPage",
     "SoundEvent",
     "StreamPosition",
+    "WebhookTarget",
 ]
 
 EVENT_STATES = ("open", "closed")
 BOUNDARIES = ("refined", "naive")
 MAX_EVENT_DURATION_MS = 3_600_000
+MAX_TAG_OVERRIDES = 16  # per parameter: they travel in next_token
+MAX_TAG_NAME_CHARS = 200
 EventState = Literal["open", "closed"]
-
-
-class _MultiQuery(Protocol):
-    def get(self, key: str, default: Any = ...) -> Any: ...
-    def getall(self, key: str, default: Any = ...) -> list[str]: ...
-    def __contains__(self, key: object) -> bool: ...
 
 
 def _threshold(value: Any, name: str) -> float:
@@ -92,6 +91,7 @@ def _tag_map(raw: Any, name: str, parse: Callable[[Any, str], Any]) -> dict[str,
         return {}
     if not isinstance(raw, dict):
         raise BadRequest(f"{name} must be an object of tag name to value")
+    _check_overrides(name, list(raw))
     return {str(tag): parse(value, f"{name}[{tag}]") for tag, value in raw.items()}
 
 
@@ -104,7 +104,16 @@ def _query_tag_map(
         if not colon or not tag:
             raise BadRequest(f"{name} must be written tag:value (e.g. {name}=Dog:0.3)")
         out[tag] = parse(value, f"{name}[{tag}]")
+    _check_overrides(name, list(out))
     return out
+
+
+def _check_overrides(name: str, tags: list[Any]) -> None:
+    if len(tags) > MAX_TAG_OVERRIDES:
+        raise BadRequest(f"{name} may override at most {MAX_TAG_OVERRIDES} tags")
+    for tag in tags:
+        if len(str(tag)) > MAX_TAG_NAME_CHARS:
+            raise BadRequest(f"{name}: tag names are at most {MAX_TAG_NAME_CHARS} characters")
 
 
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
@@ -145,7 +154,7 @@ class EventParams:
         )  # fmt: skip
 
     @classmethod
-    def from_query(cls, query: _MultiQuery) -> EventParams:
+    def from_query(cls, query: MultiMapping[str]) -> EventParams:
         """Query parameters of ``GET .../events`` (aiohttp's ``request.query``)."""
 
         def one(name: str) -> str | None:
@@ -213,6 +222,50 @@ def _boundary(value: Any) -> str | None:
     if value not in BOUNDARIES:
         raise BadRequest("boundary must be 'refined' or 'naive'")
     return str(value)
+
+
+MIN_WEBHOOK_SECRET_CHARS = 16
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where a session's event log entries are POSTed (``webhook`` in the create body).
+
+    Each delivery is ``{"session_id", "seq", "event": SoundEvent}`` with the header
+    ``Tympan-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body under secret>``
+    and ``Tympan-Delivery: <session_id>/<seq>``. Entries are delivered in log order, at least
+    once (a receiver deduplicates by ``seq``); a failed delivery is retried with backoff."""
+
+    url: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_body(cls, body: Any) -> WebhookTarget | None:
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise BadRequest("webhook must be an object with url and secret")
+        url, secret = body.get("url"), body.get("secret")
+        if (
+            not isinstance(url, str)
+            or len(url) > MAX_WEBHOOK_URL_CHARS
+            or not url.startswith(("http://", "https://"))
+            or len(url.split("://", 1)[1].split("/", 1)[0]) == 0
+        ):
+            raise BadRequest(
+                f"webhook.url must be an http:// or https:// URL of at most "
+                f"{MAX_WEBHOOK_URL_CHARS} characters"
+            )
+        if not isinstance(secret, str) or len(secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise BadRequest(
+                f"webhook.secret must be a string of at least {MIN_WEBHOOK_SECRET_CHARS} "
+                "characters (it signs each delivery)"
+            )
+        return cls(url, secret)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"url": self.url, "secret": self.secret}
 
 
 @dataclass(frozen=True)
@@ -345,7 +398,12 @@ _ENTRY_FIELDS = {
 
 
 def _tag_values(kind: dict[str, Any], what: str) -> dict[str, Any]:
-    return {"type": "object", "description": what, "additionalProperties": kind}
+    return {
+        "type": "object",
+        "description": what,
+        "additionalProperties": kind,
+        "maxProperties": MAX_TAG_OVERRIDES,
+    }
 
 
 _MS = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_DURATION_MS}
@@ -353,6 +411,15 @@ _PROBABILITY = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maxim
                 "exclusiveMaximum": True}  # fmt: skip
 
 EVENT_SCHEMAS: dict[str, Any] = {
+    "Webhook": {
+        "type": "object",
+        "required": ["url", "secret"],
+        "description": WebhookTarget.__doc__,
+        "properties": {
+            "url": {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": "^https?://"},
+            "secret": {"type": "string", "minLength": MIN_WEBHOOK_SECRET_CHARS},
+        },
+    },
     "EventParams": {
         "type": "object",
         "description": "Event rules (tympan): how windows become events; all optional.",
@@ -415,7 +482,11 @@ def event_paths(
     max_token_chars: int,
 ) -> dict[str, Any]:
     """The events routes, in the document's own building blocks."""
-    tag_values = {"type": "array", "items": {"type": "string", "pattern": "^.+:[^:]+$"}}
+    tag_values = {
+        "type": "array",
+        "maxItems": MAX_TAG_OVERRIDES,
+        "items": {"type": "string", "pattern": "^.+:[^:]+$", "maxLength": MAX_TAG_NAME_CHARS + 32},
+    }
     return {
         "/audio_sessions/{session_id}/events": {
             "parameters": [session_id],
@@ -489,7 +560,24 @@ def event_paths(
                 "responses": {
                     "200": {
                         "description": "The live feed.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "One message; data is JSON text.",
+                                    "required": ["event", "data"],
+                                    "properties": {
+                                        "event": {
+                                            "type": "string",
+                                            "enum": ["window", *EVENT_STATES, "end"],
+                                        },
+                                        "id": {"type": "string", "pattern": "^[0-9]+\\.[0-9]+$"},
+                                        "data": {"type": "string"},
+                                        "retry": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
                     },
                     **responses,
                 },

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from protocol.errors import BadRequest
-from protocol.events import EventParams
+from protocol.events import EventParams, WebhookTarget
 from protocol.states import SessionState
 
 __all__ = [
@@ -100,6 +100,7 @@ class CreateSession:
     file_name: str | None = None
     file_length_s: float | None = None
     events: EventParams = field(default_factory=EventParams)
+    webhook: WebhookTarget | None = None
 
     @classmethod
     def from_body(cls, body: Any) -> CreateSession:
@@ -157,6 +158,7 @@ class CreateSession:
             file_name=file_name,
             file_length_s=None if file_length is None else float(file_length),
             events=EventParams.from_body(data.get("events")),
+            webhook=WebhookTarget.from_body(data.get("webhook")),
         )
 
 

@@ -191,6 +191,7 @@ def _schemas() -> dict[str, Schema]:
                 },
                 "window_hop": _ref("WindowHop"),
                 "events": _ref("EventParams"),
+                "webhook": _ref("Webhook"),
                 "file_name": {"type": "string", "description": "Name of the file, informative."},
                 "file_length": {
                     "type": "number",

@@ -71,4 +71,8 @@ class TokenCodec:
         scope = payload[_HEADER.size :]
         if version not in (_VERSION, _SCOPED_VERSION) or (version == _VERSION) != (not scope):
             raise InvalidToken("next_token version is not supported")
-        return PageCursor(session_id, next_index, count, scope.decode())
+        try:
+            text = scope.decode()
+        except UnicodeDecodeError:
+            raise InvalidToken("next_token is malformed") from None
+        return PageCursor(session_id, next_index, count, text)

@@ -43,6 +43,7 @@ from server.scheduler import BatchScheduler
 from server.service import SessionService
 from server.store import Store, StoreThread
 from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
+from server.webhooks import WebhookDispatcher
 
 __all__ = ["create_app", "silence_probabilities"]
 
@@ -88,6 +89,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     scheduler: BatchScheduler | None = None
     engine: InferenceEngine | None = None
     sweeper: asyncio.Task[None] | None = None
+    webhooks: WebhookDispatcher | None = None
     try:
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # see Settings
         loop = asyncio.get_running_loop()
@@ -145,10 +147,14 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             official_tags(class_map),
         )
         app[SERVICE] = service
+        webhooks = WebhookDispatcher(settings, store_thread, engine, metrics)
+        service.webhooks = webhooks
         app[EVENTS] = EventReads(
             settings, service, store_thread, engine, TokenCodec(token_key), FRONTEND.window_seconds
         )
         recovered = await service.load()
+        for session in service.all_sessions():
+            webhooks.watch(session)
         sweeper = asyncio.create_task(_sweep_inactive(service, settings), name="inactivity-sweeper")
         state.provider = runner.provider
         state.variant = f"yamnet-{runner.variant}"
@@ -181,6 +187,8 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+        if webhooks is not None:
+            await webhooks.close()
         if engine is not None:
             await engine.stop()
         if scheduler is not None:

@@ -72,6 +72,12 @@ class Settings:
     # connections, commonly after 30-60 s), and the reconnection delay told to browsers.
     sse_heartbeat_s: float = 15.0
     sse_retry_ms: int = 1000
+    # Webhooks: each delivery is tried this many times, waiting base * 2^n (at most 5 min)
+    # between tries, each try bounded by the timeout; at most this many deliveries at once.
+    webhook_max_attempts: int = 8
+    webhook_retry_base_s: float = 1.0
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -106,7 +112,14 @@ class Settings:
             raise ConfigError(f"sse_heartbeat_s must be in (0, 3600], got {self.sse_heartbeat_s}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
-        for name in ("max_sessions_per_key", "max_json_bytes", "max_json_depth", "max_connections"):
+        for name in (
+            "max_sessions_per_key",
+            "max_json_bytes",
+            "max_json_depth",
+            "max_connections",
+            "webhook_max_attempts",
+            "webhook_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (
@@ -118,6 +131,8 @@ class Settings:
             "header_timeout_s",
             "overload_lag_s",
             "sse_retry_ms",
+            "webhook_retry_base_s",
+            "webhook_timeout_s",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")

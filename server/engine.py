@@ -311,7 +311,7 @@ class _Worker:
                     tags, self.engine.label_index, len(self.engine.tagger.labels)
                 )
             self.events = SessionEventLog.restore(
-                self.event_rules, state, previous, first_window=self.session.results_count
+                self.event_rules, state, previous, windows_stored=self.session.results_count
             )
         return self.events
 
@@ -336,7 +336,7 @@ class _Worker:
                 results=rows,
                 probabilities=blobs,
                 events=[_log_row(entry) for entry in entries],
-                event_state=events.state_json(),
+                event_state=events.state_to_store(),
             )
         )
         self.recent.extend(rows)  # stored: now they may be served from memory

@@ -316,11 +316,14 @@ class EventReads:
 
 def _scope_of(scope: str) -> tuple[str | None, EventParams] | None:
     """The state filter and parameters an events ``next_token`` was issued for (None: not an
-    events token). The scope was signed by this server, so it parses."""
+    events token)."""
     if not scope:
         return None
-    walked = json.loads(scope)
-    return walked["state"], EventParams.from_body(walked["events"])
+    try:
+        walked = json.loads(scope)
+        return walked["state"], EventParams.from_body(walked["events"])
+    except (ValueError, KeyError, TypeError, BadRequest):  # signed, so only an old format
+        raise BadRequest("next_token is not an events token of this server version") from None
 
 
 def _of_state(entries: list[LogEntry], state: str | None) -> list[LogEntry]:

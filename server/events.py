@@ -187,6 +187,9 @@ class EventTracker:
 
     rules: EventRules
     first_window: int = 0
+    # False: no ``update`` transitions (a reported event is not re-snapshotted every window;
+    # the event log only needs open and close).
+    report_updates: bool = True
     _next_window: int = field(init=False)
     _previous: npt.NDArray[np.float64] | None = field(init=False, default=None)
     _pending: dict[int, _Pending] = field(init=False, default_factory=dict)
@@ -255,11 +258,15 @@ class EventTracker:
 
     @classmethod
     def restore(
-        cls, rules: EventRules, state: Mapping[str, Any], previous: npt.ArrayLike | None
+        cls,
+        rules: EventRules,
+        state: Mapping[str, Any],
+        previous: npt.ArrayLike | None,
+        report_updates: bool = True,
     ) -> EventTracker:
         """A tracker as ``state()`` described it; ``previous``: the probabilities of window
         ``next_window - 1`` (None when no window was fed yet)."""
-        tracker = cls(rules, first_window=int(state["first_window"]))
+        tracker = cls(rules, int(state["first_window"]), report_updates)
         tracker._next_window = int(state["next_window"])
         tracker._next_id = int(state["next_id"])
         tracker._finished = bool(state["finished"])
@@ -286,6 +293,17 @@ class EventTracker:
     @property
     def next_window(self) -> int:
         return self._next_window
+
+    @property
+    def idle(self) -> bool:
+        """No tag passing or waiting for a merge: the state is just counters."""
+        return not self._pending
+
+    def skip_to(self, window: int) -> None:
+        """An idle tracker whose stored state predates quiet windows: carry on at ``window``."""
+        if not self.idle or window < self._next_window:
+            raise ValueError(f"cannot skip from window {self._next_window} to {window}")
+        self._next_window = window
 
     def open_events(self) -> list[Event]:
         """Events reported open and not yet closed (for a reader who joins mid-stream)."""
@@ -401,6 +419,8 @@ class EventTracker:
     def _report(self, tag: int, out: list[EventTransition]) -> None:
         pending = self._pending[tag]
         if pending.reported is None and not self._long_enough(tag, pending):
+            return
+        if pending.reported is not None and not self.report_updates:
             return
         event = self._snapshot(tag, pending, closed=False)
         if event != pending.reported:

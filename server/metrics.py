@@ -90,6 +90,12 @@ class Metrics:
             ["variant", "measure"],
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "tympan_webhook_deliveries",
+            "Webhook POSTs by outcome: delivered, retried (a try failed), given_up",
+            ["outcome"],
+            registry=r,
+        )
         self.rejected = Counter(
             "tympan_requests_rejected", "Requests refused by a limit", ["reason"], registry=r
         )

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from server.config import Settings
 
-__all__ = ["ConnectionGuard", "run_server", "serve_until_stopped"]
+__all__ = ["MAX_REQUEST_LINE_BYTES", "ConnectionGuard", "run_server", "serve_until_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,12 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+# aiohttp answers a request line longer than its parser's limit (8190 bytes by default) itself,
+# in plain text. Event queries carry tag overrides and next_tokens carry them back, so lines
+# are allowed to 64 KiB; whatever the handlers see gets the JSON errors of the API.
+MAX_REQUEST_LINE_BYTES = 64 * 1024
+
+
 async def serve_until_stopped(
     app: web.Application,
     settings: Settings,
@@ -172,6 +178,7 @@ async def serve_until_stopped(
         handle_signals=False,
         keepalive_timeout=settings.keepalive_timeout_s,
         shutdown_timeout=10.0,
+        max_line_size=MAX_REQUEST_LINE_BYTES,
     )
     await runner.setup()
     guard = ConnectionGuard(runner.server, settings.max_connections, settings.header_timeout_s)  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ from server.metrics import Metrics
 from server.sessions import ChunkDecision, Session, chunk_digest, params_from_dict, params_to_dict
 from server.store import ResultRow, Store, StoreThread
 from server.tagging import OTHERS
+from server.webhooks import WebhookDispatcher
 
 __all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService", "int_param"]
 
@@ -161,6 +162,8 @@ class SessionService:
         self._open_by_key: dict[int, int] = {}
         self._limiter = RateLimiter(settings.rate_limit_per_key, settings.rate_limit_burst)
         self._metrics = metrics or Metrics()
+        # Set once the app has built it: sessions with a webhook are handed to it.
+        self.webhooks: WebhookDispatcher | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -188,6 +191,7 @@ class SessionService:
                 counts = json.loads(row.event_state)
                 session.events_logged = int(counts["logged"])
                 session.events_closed = int(counts["closed"])
+            session.webhook_delivered = row.webhook_delivered
             if session.state is SessionState.WRITABLE:
                 session.tail = await self._stored_tail(session)
             self._sessions[session.id] = session
@@ -207,6 +211,9 @@ class SessionService:
             lambda s: s.stream_tail(session_id, geometry.history_bytes)
         )
         return StreamTail(geometry, history, stored_bytes, last_chunk_bytes)
+
+    def all_sessions(self) -> list[Session]:
+        return list(self._sessions.values())
 
     @property
     def open_sessions(self) -> dict[str, int]:
@@ -307,6 +314,8 @@ class SessionService:
         session.tail = None if geometry is None else StreamTail(geometry)
         self._sessions[session_id] = session
         self._open_by_key[caller.key_id] = self._open_by_key.get(caller.key_id, 0) + 1
+        if self.webhooks is not None:
+            self.webhooks.watch(session)
         log.info(
             "session %s created: %s %s", session_id[:8], params.type.value, params.content_type
         )

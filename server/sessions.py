@@ -41,6 +41,7 @@ def params_to_dict(params: CreateSession) -> dict[str, Any]:
         "file_name": params.file_name,
         "file_length": params.file_length_s,
         "events": params.events.to_dict() or None,
+        "webhook": None if params.webhook is None else params.webhook.to_dict(),
     }
 
 
@@ -66,6 +67,7 @@ class Session:
     # Event log entries stored so far: all of them, and the closed ones.
     events_logged: int = 0
     events_closed: int = 0
+    webhook_delivered: int = 0  # log entries delivered to the session's webhook
     # Raw streams only: the end of the stored timeline, for recognising sliding-window chunks.
     tail: StreamTail | None = field(default=None, repr=False)
 

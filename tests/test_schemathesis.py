@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 from protocol.openapi import openapi_document
 from server.app import create_app
 from server.config import Settings
+from server.serve import MAX_REQUEST_LINE_BYTES
 from tests.conftest import make_key
 
 # TYMPAN_SCHEMATHESIS_EXAMPLES raises the count for a longer, manual run.
@@ -83,7 +84,7 @@ class _ServerThread:
 
     async def _start(self) -> TestServer:
         server = TestServer(create_app(self._settings))
-        await server.start_server()
+        await server.start_server(max_line_size=MAX_REQUEST_LINE_BYTES)  # as tympan serve
         return server
 
     def _run(self, coroutine: Any) -> Any:
@@ -186,6 +187,13 @@ def test_api_conforms_to_its_document(
             case.path_parameters["session_id"] = session_id
             if case.path_parameters.get("chunk_sequence", 1) in (0, 2, 4):
                 case.path_parameters["chunk_sequence"] = 0  # the fresh session's next chunk
+            if path.endswith("/sse"):  # a live feed lasts as long as its session: end it first
+                requests.patch(
+                    f"{base_url}/audio_sessions/{session_id}",
+                    json={"make_readonly": True},
+                    headers={"x-api-key": key},
+                    timeout=HTTP_TIMEOUT_S,
+                )
         try:
             response = case.call_and_validate(
                 base_url=base_url, headers={"x-api-key": key}, checks=CHECKS, timeout=HTTP_TIMEOUT_S

@@ -111,6 +111,15 @@ def _container_seeds(target: str) -> list[bytes]:
     return seeds
 
 
+_EVENT_QUERIES = (
+    "threshold=0.3&merge_window_ms=500&min_duration_ms=0",
+    "tag_threshold=Dog:0.3&tag_threshold=Child speech, kid speaking:0.2&boundary=naive",
+    "tag_merge_window_ms=Speech:5000&tag_min_duration_ms=Dog:100&state=closed",
+    "12.3",
+    "threshold=1e-300&merge_window_ms=3600000",
+)
+
+
 def _token_seeds() -> list[bytes]:
     codec = TokenCodec(TOKEN_KEY)
     seeds = []
@@ -164,4 +173,6 @@ def seed_inputs(target: str) -> list[bytes]:
         return _body_seeds()
     if target == "decode_body":
         return _decode_body_seeds()
+    if target == "events_query":
+        return [text.encode() for text in _EVENT_QUERIES]
     raise KeyError(f"no seeds for fuzz target {target!r}")

@@ -16,15 +16,18 @@ import base64
 import contextlib
 import json
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgpack
 import numpy as np
+from multidict import MultiDict
 
 from protocol.codec import DecodeBodyError, decode_body
 from protocol.errors import BadRequest
+from protocol.events import EventParams, StreamPosition
 from protocol.messages import CreateSession, UpdateSession, parse_chunk_data
 from protocol.tokens import InvalidToken, TokenCodec
 from server.audio import (
@@ -40,6 +43,7 @@ from server.audio import (
     parse_content_type,
 )
 from server.audio.formats import MAX_CHANNELS, MAX_RAW_RATE_HZ, MIN_RAW_RATE_HZ
+from server.event_log import rules_for
 from server.sessions import params_to_dict
 
 __all__ = [
@@ -251,6 +255,34 @@ def _has_nan(params: CreateSession) -> bool:
     return "NaN" in json.dumps(params.metadata)
 
 
+_EVENT_LABELS = ("Dog", "Speech", "Child speech, kid speaking", "Silence")
+
+
+def fuzz_events_query(data: bytes) -> None:
+    """The events routes' inputs: ``EventParams.from_query`` on a query string,
+    ``StreamPosition.parse`` on a Last-Event-ID, and the rules built from accepted parameters.
+
+    Accepted parameters must survive being carried in a ``next_token`` (``to_dict`` then
+    ``from_body``) and build rules or name what is wrong (``BadRequest``)."""
+    text = data.decode("utf-8", "surrogateescape")
+    with contextlib.suppress(BadRequest):
+        position = StreamPosition.parse(text[:64])
+        _check(StreamPosition.parse(str(position)) == position, f"{position} does not round trip")
+    query = MultiDict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+    try:
+        params = EventParams.from_query(query)
+    except BadRequest:
+        return
+    carried = EventParams.from_body(json.loads(json.dumps(params.to_dict())))
+    _check(carried == params, f"parameters change when carried in a token: {params}")
+    _check(params.over(EventParams()) == params, "over() an empty base changes parameters")
+    with contextlib.suppress(BadRequest):
+        rules = rules_for(_EVENT_LABELS, np.full(len(_EVENT_LABELS), 0.5), params, 0.5, 0.975)
+        _check(
+            bool(np.all((rules.threshold > 0) & (rules.threshold < 1))), "threshold out of (0, 1)"
+        )
+
+
 def fuzz_decode_body(data: bytes) -> None:
     """``decode_body`` under each content type the server distinguishes."""
     if not data:
@@ -284,5 +316,6 @@ TARGETS: dict[str, Target] = {
         Target("token", fuzz_token, 256),
         Target("create_session", fuzz_create_session, 2048, dictionary="json.dict"),
         Target("decode_body", fuzz_decode_body, 4096, dictionary="json.dict"),
+        Target("events_query", fuzz_events_query, 1024),
     )
 }
