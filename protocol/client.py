@@ -389,8 +389,8 @@ class TympanClient:
                 page = await self.events(
                     session_id, offset=0, count=page_size, state=state, params=params
                 )
-            else:
-                page = await self.events(session_id, next_token=token, state=state, params=params)
+            else:  # the token carries on with the state filter and rule it was issued for
+                page = await self.events(session_id, next_token=token)
             for event in page.events:
                 yield event
             token = page.next_token

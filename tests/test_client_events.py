@@ -1,20 +1,26 @@
 """The client's reading of the event log: ``events`` (one page) and ``iter_events`` (the walk).
 
 What goes on the wire (query parameters, the long-poll preference) is checked against a small
-recording endpoint; what comes back, against the real server.
+recording endpoint; what comes back, against the real server with the real model.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
 from multidict import MultiDict
 
-from protocol.client import MalformedResponse, SessionFailed, TympanClient
+from protocol.client import MalformedResponse, SessionFailed, Transport, TympanClient
 from protocol.events import EventParams, EventsPage, SoundEvent
+from protocol.sync_client import SyncTympanClient
+from server.app import create_app
+from server.config import Settings
+from tests.conftest import RAW_S16, SAMPLE_RATE_HZ, s16
 
 ServerFactory = Callable[..., Any]
 
@@ -124,7 +130,8 @@ async def test_iter_events_follows_next_token_until_it_is_absent(
     assert [(e.id, e.state) for e in entries] == [(0, "open"), (1, "closed"), (0, "closed")]
     assert [q.get("next_token") for q in log.queries] == [None, "T1", "T2"]
     assert log.queries[0]["count"] == "2"
-    assert all(q["threshold"] == "0.5" for q in log.queries), "the rule holds for the whole walk"
+    assert log.queries[0]["threshold"] == "0.5"
+    assert [len(q) for q in log.queries[1:]] == [1, 1], "the token alone carries the rule on"
 
 
 async def test_a_failed_session_raises_after_its_entries(aiohttp_server: ServerFactory) -> None:
@@ -145,3 +152,129 @@ async def test_a_malformed_page_is_reported_as_such(aiohttp_server: ServerFactor
     async with TympanClient(url, "key") as client:
         with pytest.raises(MalformedResponse, match="EventsPage"):
             await client.events("S")
+
+
+# -- against the real server -----------------------------------------------------------------
+
+GAP_S = 3.0
+HOP_S = 0.5
+
+
+def two_utterances(speech: np.ndarray) -> bytes:
+    """Silence, speech, a gap, the speech's first four seconds, silence: Speech events at
+    least twice (espeak's own pauses may part more), which a merge window longer than the gap
+    joins into one."""
+    quiet = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
+    return s16(np.concatenate([quiet, speech, gap, speech[: 4 * SAMPLE_RATE_HZ], quiet]))
+
+
+@pytest.fixture
+async def finished_stream(
+    aiohttp_server: ServerFactory, settings: Settings, api_key: str, speech_16k: np.ndarray
+) -> tuple[str, str, str]:
+    """A stream of the two utterances, sent and made readonly: (url, key, session id)."""
+    url = await serve_app(aiohttp_server, settings)
+    data = two_utterances(speech_16k)
+    chunks = [data[i : i + SAMPLE_RATE_HZ] for i in range(0, len(data), SAMPLE_RATE_HZ)]
+    async with TympanClient(url, api_key) as client:
+        handle = await client.create_session("stream", RAW_S16)
+        await client.upload(handle.session_id, chunks)
+        await client.make_readonly(handle.session_id)
+    return url, api_key, handle.session_id
+
+
+async def serve_app(aiohttp_server: ServerFactory, settings: Settings) -> str:
+    server = await aiohttp_server(create_app(settings))
+    return str(server.make_url("")).rstrip("/")
+
+
+def speech_events(events: list[SoundEvent]) -> list[SoundEvent]:
+    return [event for event in events if event.tag == "Speech"]
+
+
+@pytest.mark.parametrize("transport", ["json", "msgpack"])
+async def test_iter_events_reads_each_entry_of_a_real_log_once(
+    finished_stream: tuple[str, str, str], transport: Transport
+) -> None:
+    url, key, session_id = finished_stream
+    async with TympanClient(url, key, transport=transport) as client:
+        log = [event async for event in client.iter_events(session_id, page_size=3)]
+        closed = [e async for e in client.iter_events(session_id, state="closed", page_size=2)]
+        page = await client.events(session_id, state="closed", count=1000, wait=False)
+    assert closed == [event for event in log if event.state == "closed"]
+    assert [event.id for event in closed] == list(range(len(closed))), "each event closes once"
+    assert list(page.events) == closed
+    assert page.next_token is None and not page.in_progress and page.total == len(closed)
+    assert len(speech_events(closed)) >= 2, closed
+    for entry in log:
+        if entry.state == "open":
+            final = closed[entry.id]
+            assert (final.tag, final.start_time) == (entry.tag, entry.start_time)
+            assert final.end_time >= entry.end_time
+
+
+async def test_rule_overrides_apply_to_the_whole_walk(
+    finished_stream: tuple[str, str, str],
+) -> None:
+    url, key, session_id = finished_stream
+    async with TympanClient(url, key) as client:
+        merged = [
+            event
+            async for event in client.iter_events(
+                session_id,
+                state="closed",
+                page_size=1,  # a token per entry: the rule must ride along with it
+                params=EventParams(tag_merge_window_ms={"Speech": int(2 * GAP_S * 1000)}),
+            )
+        ]
+        naive = [
+            event
+            async for event in client.iter_events(
+                session_id, state="closed", params=EventParams(boundary="naive")
+            )
+        ]
+    assert len(speech_events(merged)) == 1
+    for event in naive:
+        assert event.start_time / HOP_S == pytest.approx(round(event.start_time / HOP_S))
+
+
+async def test_the_log_grows_while_a_stream_is_live(
+    aiohttp_server: ServerFactory, settings: Settings, api_key: str, speech_16k: np.ndarray
+) -> None:
+    url = await serve_app(aiohttp_server, settings)
+    data = two_utterances(speech_16k)
+    chunks = [data[i : i + SAMPLE_RATE_HZ] for i in range(0, len(data), SAMPLE_RATE_HZ)]
+    async with TympanClient(url, api_key) as client:
+        handle = await client.create_session("stream", RAW_S16)
+
+        async def send() -> None:
+            await client.upload(handle.session_id, chunks)
+            await client.make_readonly(handle.session_id)
+
+        sender = asyncio.create_task(send())
+        log = [event async for event in client.iter_events(handle.session_id, page_size=2)]
+        await sender
+    closed = [event for event in log if event.state == "closed"]
+    assert [event.id for event in closed] == list(range(len(closed)))
+    assert len(speech_events(closed)) >= 2
+
+
+async def test_sync_client_mirrors_the_event_reads(
+    finished_stream: tuple[str, str, str],
+) -> None:
+    url, key, session_id = finished_stream
+
+    def read() -> tuple[list[SoundEvent], EventsPage, SoundEvent]:
+        # In a thread: the server runs on this test's loop, which must keep running.
+        with SyncTympanClient(url, key) as client:
+            closed = list(client.iter_events(session_id, state="closed"))
+            page = client.events(session_id, state="closed", count=1, wait=False)
+            walk = client.iter_events(session_id, state="closed", page_size=1)
+            first = next(walk)
+            walk.close()
+        return closed, page, first
+
+    closed, page, first = await asyncio.to_thread(read)
+    assert closed[0] == page.events[0] == first
+    assert page.total == len(closed) and page.next_token is not None
