@@ -566,10 +566,17 @@ class InferenceEngine:
         if event is not None:
             event.set()
 
-    async def wait_for_change(self, session: Session, timeout_s: float) -> None:
-        event = self._changed.get(session.id)
+    def change_event(self, session_id: str) -> asyncio.Event:
+        """An event set at the session's next change. Take it *before* reading the session's
+        state when awaits come between the read and the wait: a change in between then still
+        wakes the reader (it is not lost)."""
+        event = self._changed.get(session_id)
         if event is None:
-            event = self._changed[session.id] = asyncio.Event()
+            event = self._changed[session_id] = asyncio.Event()
+        return event
+
+    async def wait_for_change(self, session: Session, timeout_s: float) -> None:
+        event = self.change_event(session.id)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await event.wait()

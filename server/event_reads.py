@@ -84,11 +84,17 @@ class EventReads:
         self._tokens = tokens
         self._window_seconds = window_seconds
         self._stopping = asyncio.Event()
-        self.live_readers = 0
+        self._live: dict[str, int] = {}  # session id -> live feeds reading it
+
+    @property
+    def live_readers(self) -> int:
+        return sum(self._live.values())
 
     def stop(self) -> None:
         """Server shutdown: live feeds end at once (a reader reconnects elsewhere)."""
         self._stopping.set()
+        for session_id in list(self._live):
+            self._engine.notify(session_id)
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -230,10 +236,14 @@ class EventReads:
     async def _feed(self, session: Session, position: StreamPosition) -> AsyncIterator[bytes]:
         heartbeat_s = self._settings.sse_heartbeat_s
         session_id = session.id
-        self.live_readers += 1
+        loop = asyncio.get_running_loop()
+        self._live[session_id] = self._live.get(session_id, 0) + 1
         try:
             yield f"retry: {self._settings.sse_retry_ms}\n\n".encode()
+            last_sent = loop.time()
             while not self._stopping.is_set():
+                # Registered before the state is read: a change while reading still wakes us.
+                changed = self._engine.change_event(session_id)
                 if session.state is SessionState.DELETED:
                     yield _message("end", {"state": "deleted"})
                     return
@@ -280,6 +290,7 @@ class EventReads:
                         break
                     sent = True
                 if sent:
+                    last_sent = loop.time()
                     continue
                 if finished and position.windows >= windows and position.events >= logged:
                     end: dict[str, Any] = {"state": session.state.value}
@@ -287,31 +298,18 @@ class EventReads:
                         end["error"] = session.error
                     yield _message("end", end, position)
                     return
-                changed = await self._wait_change(session, heartbeat_s)
-                if not changed:
+                quiet_s = loop.time() - last_sent
+                if quiet_s >= heartbeat_s:
                     yield b": heartbeat\n\n"
+                    last_sent = loop.time()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(heartbeat_s - quiet_s):
+                        await changed.wait()
         finally:
-            self.live_readers -= 1
-
-    async def _wait_change(self, session: Session, timeout_s: float) -> bool:
-        """Wait for the session to change (True) or the heartbeat time to pass (False)."""
-        before = (
-            session.results_count,
-            session.events_logged,
-            session.finished,
-            session.state,
-        )
-        stop = asyncio.ensure_future(self._stopping.wait())
-        change = asyncio.ensure_future(self._engine.wait_for_change(session, timeout_s))
-        try:
-            await asyncio.wait({stop, change}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (stop, change):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        after = (session.results_count, session.events_logged, session.finished, session.state)
-        return after != before or self._stopping.is_set()
+            remaining = self._live.pop(session_id, 1) - 1
+            if remaining:
+                self._live[session_id] = remaining
 
 
 def _scope_of(scope: str) -> tuple[str | None, EventParams] | None:

@@ -347,3 +347,23 @@ async def test_sse_rejects_a_malformed_last_event_id(api: Api) -> None:
     )
     assert response.status == 400
     assert "Last-Event-ID" in (await response.json())["error"]
+
+
+async def test_sse_feeds_never_miss_the_end(
+    aiohttp_client: Callable[..., Any], settings: Settings, api_key: str
+) -> None:
+    """No heartbeat would rescue a feed that missed its session's last change (the heartbeat
+    is an hour here): every feed of many short streams, ended together, must see its end."""
+    client = await aiohttp_client(create_app(settings.replace(sse_heartbeat_s=3600.0)))
+    api = Api(client, api_key)
+    sessions = [
+        (await api.create(type="stream", content_type=RAW_S16))["session_id"] for _ in range(40)
+    ]
+    readers = [asyncio.create_task(collect(client, sid)) for sid in sessions]
+    chunk = s16(np.zeros(HALF_SECOND, dtype=np.float32) + 0.01)
+    for seq in range(3):
+        await asyncio.gather(*(api.put(sid, seq, chunk) for sid in sessions))
+    await asyncio.gather(*(api.readonly(sid) for sid in sessions))
+    done = await asyncio.wait_for(asyncio.gather(*readers), 60)
+    assert all(messages[-1]["event"] == "end" for messages in done)
+    assert all(sum(m["event"] == "window" for m in messages) == 3 for messages in done)
