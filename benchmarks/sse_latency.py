@@ -11,7 +11,9 @@ the same moments, so a run compares them under one load; ``--runs`` repeats it o
 A window's latency runs from the client receiving the acknowledgement of the chunk that completes
 it to the reader receiving the window (the readers differ only after the server has the audio;
 the upload's own time is the same for both and is reported apart, as ack latency). The latency
-from sending that chunk, as ``benchmarks.latency`` measures it, is recorded too.
+from sending that chunk, as ``benchmarks.latency`` measures it, is recorded too, and so is the
+time from the acknowledgement of ``make_readonly`` to the last (zero-padded) window and to the
+reader learning that the session is over (``event: end``; a page without ``next_token``).
 
 Starts its own server (loopback, free port, temporary data dir) unless given ``--url`` and
 ``--api-key``. Writes ``result.json`` and ``result.png`` under ``--out`` and prints a table.

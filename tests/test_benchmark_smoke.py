@@ -127,7 +127,12 @@ def test_sse_result_json_is_complete(sse_result: tuple[dict[str, Any], Path, str
     assert run.keys() >= SSE_RUN_KEYS
     for kind in ("sse", "poll"):
         reader = run["readers"][kind]
-        for name in ("latency_from_ack_ms", "latency_from_send_ms"):
+        for name in (
+            "latency_from_ack_ms",
+            "latency_from_send_ms",
+            "tail_window_from_readonly_ms",
+            "end_from_readonly_ms",
+        ):
             assert reader[name].keys() >= DISTRIBUTION_KEYS
         assert len(reader["latency_from_ack_cdf_ms"]) == 101
         assert reader["latency_from_ack_cdf_ms"] == sorted(reader["latency_from_ack_cdf_ms"])
@@ -158,6 +163,8 @@ def test_sse_and_polling_readers_each_get_every_window_once(
         assert reader["streams"] == reader["streams_ended"] == 2
         assert reader["latency_from_ack_ms"]["count"] == windows["measured"]
         assert reader["latency_from_send_ms"]["count"] == windows["measured"]
+        assert reader["tail_window_from_readonly_ms"]["count"] == 2
+        assert reader["end_from_readonly_ms"]["count"] == 2
     assert run["readers"]["sse"]["requests"] == 2  # one feed each, no reconnection
     assert run["sse"]["reconnects"] == 0
 

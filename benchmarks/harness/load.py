@@ -128,12 +128,13 @@ class Tally:
 
 class StreamState:
     """What the sender tells the reader: when each chunk left and was acknowledged (0.0: not
-    yet), how many were acknowledged."""
+    yet), how many were acknowledged, when the end of the stream was acknowledged."""
 
     def __init__(self, chunks: int) -> None:
         self.sent_at = [0.0] * chunks
         self.acked_at = [0.0] * chunks
         self.acked = 0
+        self.readonly_at = 0.0
         self.input_done = False
         self.readonly_ok = False
         self.changed = asyncio.Event()
@@ -217,6 +218,7 @@ async def send_stream(
             state.acked = seq + 1
             state.bump()
         status = await client.make_readonly(session_id)
+        state.readonly_at = time.perf_counter()
         state.readonly_ok = status == 204
         if not state.readonly_ok:
             tally.errors[f"readonly HTTP {status}"] += 1

@@ -25,6 +25,8 @@ _COLUMNS = (
     ("<ack", 4),
     ("x p50", 5),
     ("x p99", 5),
+    ("end p50", 7),
+    ("end max", 7),
     ("ack p99", 7),
     ("srv cores", 9),
     ("gen cores", 9),
@@ -44,7 +46,8 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def format_reader_table(runs: list[dict[str, Any]]) -> str:
     """Latencies in ms from the completing chunk's acknowledgement ("send": from its sending);
-    x p50 / x p99: SSE over polling; <ack: windows received before the acknowledgement."""
+    x p50 / x p99: SSE over polling; <ack: windows received before the acknowledgement;
+    end: from the acknowledgement of make_readonly to the reader learning the session is over."""
     header = " ".join(name.rjust(width) for name, width in _COLUMNS)
     lines = [header, "-" * len(header)]
     for number, run in enumerate(runs, 1):
@@ -72,6 +75,8 @@ def format_reader_table(runs: list[dict[str, Any]]) -> str:
                 reader["received_before_ack"],
                 _fmt(ratio.get("p50"), 2),
                 _fmt(ratio.get("p99"), 2),
+                _fmt(reader["end_from_readonly_ms"]["p50"], 0),
+                _fmt(reader["end_from_readonly_ms"]["max"], 0),
                 _fmt(run["ack_latency_ms"]["p99"]),
                 _fmt(run["server"]["cores_busy"], 2),
                 _fmt(run["harness"]["cores_busy"], 2),

@@ -30,6 +30,7 @@ def _reader(run: ReaderRun, kind: ReaderKind) -> dict[str, Any]:
     from_send = run.latencies_ms(kind, "send")
     expected = sum(r.expected for r in records)
     received = sum(len(r.received_at) for r in records)
+    tail_ms, end_ms = run.end_latencies_ms(kind)
     missing = sum(len(set(range(r.expected)) - r.received_at.keys()) for r in records)
     return {
         "streams": len(records),
@@ -37,6 +38,8 @@ def _reader(run: ReaderRun, kind: ReaderKind) -> dict[str, Any]:
         "latency_from_send_ms": distribution(from_send),
         "latency_from_ack_cdf_ms": cdf(from_ack),
         "received_before_ack": sum(v < 0 for v in from_ack),
+        "tail_window_from_readonly_ms": distribution(tail_ms),
+        "end_from_readonly_ms": distribution(end_ms),
         "windows": {
             "expected": expected,
             "received": received,

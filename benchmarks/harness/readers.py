@@ -74,6 +74,7 @@ class StreamRecord:
     out_of_order: int = 0
     mislabelled: int = 0  # an SSE window whose index disagrees with its start_time
     ended: str | None = None  # SSE: the state in ``event: end``; polling: "finished"
+    ended_at: float = 0.0
 
     def receive(self, index: int, at: float) -> None:
         if index in self.received_at:
@@ -98,6 +99,23 @@ class ReaderRun:
     reconnects: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     load_average_1m: tuple[float, float] = (0.0, 0.0)  # before, after
+
+    def end_latencies_ms(self, kind: ReaderKind) -> tuple[list[float], list[float]]:
+        """From the client receiving the acknowledgement of ``make_readonly`` to the reader
+        receiving the last (zero-padded) window, and to it learning that the session is over
+        (SSE: ``event: end``; polling: a page without ``next_token``)."""
+        tail: list[float] = []
+        end: list[float] = []
+        for record in self.streams:
+            readonly_at = record.state.readonly_at
+            if record.kind != kind or readonly_at <= 0:
+                continue
+            last = record.expected - 1
+            if last in record.received_at:
+                tail.append((record.received_at[last] - readonly_at) * 1000)
+            if record.ended_at > 0:
+                end.append((record.ended_at - readonly_at) * 1000)
+        return tail, end
 
     def latencies_ms(self, kind: ReaderKind, since: Literal["ack", "send"]) -> list[float]:
         """Window latency for one reader kind, from the completing chunk's acknowledgement or
@@ -141,7 +159,7 @@ async def _poll(
             record.receive(_window_index(result), received_at)
         token = page["inference"]["page"].get("next_token")
         if token is None:
-            record.ended = "finished"
+            record.ended, record.ended_at = "finished", received_at
             return
         if not results:
             run.empty_pages += 1
@@ -177,6 +195,7 @@ async def _follow_sse(
                     run.log_entries += 1
                 elif message.event == "end":
                     record.ended = str(json.loads(message.data).get("state"))
+                    record.ended_at = message.received_at
                     return
             run.errors["sse ended without end"] += 1
         except (aiohttp.ClientError, TimeoutError, RequestFailed) as exc:
