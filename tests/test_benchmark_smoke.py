@@ -165,6 +165,7 @@ def test_sse_and_polling_readers_each_get_every_window_once(
         assert reader["latency_from_send_ms"]["count"] == windows["measured"]
         assert reader["tail_window_from_readonly_ms"]["count"] == 2
         assert reader["end_from_readonly_ms"]["count"] == 2
+        assert len(reader["end_from_readonly_each_ms"]) == 2
     assert run["readers"]["sse"]["requests"] == 2  # one feed each, no reconnection
     assert run["sse"]["reconnects"] == 0
 

@@ -40,6 +40,7 @@ def _reader(run: ReaderRun, kind: ReaderKind) -> dict[str, Any]:
         "received_before_ack": sum(v < 0 for v in from_ack),
         "tail_window_from_readonly_ms": distribution(tail_ms),
         "end_from_readonly_ms": distribution(end_ms),
+        "end_from_readonly_each_ms": sorted(round(v, 1) for v in end_ms),  # one per stream
         "windows": {
             "expected": expected,
             "received": received,
