@@ -75,13 +75,15 @@ class StreamRecord:
     mislabelled: int = 0  # an SSE window whose index disagrees with its start_time
     ended: str | None = None  # SSE: the state in ``event: end``; polling: "finished"
     ended_at: float = 0.0
+    highest: int = -1
 
     def receive(self, index: int, at: float) -> None:
         if index in self.received_at:
             self.duplicates += 1
             return
-        if self.received_at and index < max(self.received_at):
+        if index < self.highest:
             self.out_of_order += 1
+        self.highest = max(self.highest, index)
         self.received_at[index] = at
 
 
