@@ -111,7 +111,14 @@ def plot_readers(result: dict[str, Any], path: Path) -> None:
                     quantiles, share, color=colours[kind], alpha=alpha, label=f"{kind} run {number}"
                 )
     cdf_ax.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
-    cdf_ax.set_xscale("symlog", linthresh=1.0)
+    lowest = min(
+        (min(r["readers"][k]["latency_from_ack_cdf_ms"] or [1.0]) for r in runs for k in READERS),
+        default=1.0,
+    )
+    if lowest > 0:
+        cdf_ax.set_xscale("log")
+    else:  # a window received before its chunk's acknowledgement was processed
+        cdf_ax.set_xscale("symlog", linthresh=1.0)
     cdf_ax.set(
         title="Window latency CDF",
         xlabel="chunk acknowledged -> window received (ms)",
