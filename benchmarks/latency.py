@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from benchmarks.harness.audio import (
 )
 from benchmarks.harness.load import LoadConfig, run_load
 from benchmarks.harness.report import format_table, git_info, machine_info, plot, write_json
-from benchmarks.harness.server import ManagedServer, ServerHandle
+from benchmarks.harness.server import ServerHandle, open_server
 from benchmarks.harness.stats import run_passes, summarize_run
 
 __all__ = ["main"]
@@ -73,27 +72,6 @@ def _parser() -> argparse.ArgumentParser:
         help="stop bisecting when the bracket is narrower than this share of the passing count",
     )
     return parser
-
-
-def _server_env(pairs: Sequence[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.startswith("TYMPAN_"):
-            raise SystemExit(f"error: --server-env wants TYMPAN_NAME=VALUE, got {pair!r}")
-        env[name] = value
-    return env
-
-
-@contextlib.contextmanager
-def _server(args: argparse.Namespace, log_path: Path) -> Iterator[ServerHandle]:
-    if args.url:
-        if not args.api_key:
-            raise SystemExit("error: --url needs --api-key")
-        yield ServerHandle(args.url, args.api_key, args.server_pid)
-        return
-    with ManagedServer(_server_env(args.server_env), log_path) as handle:
-        yield handle
 
 
 class Benchmark:
@@ -216,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out or Path("benchmarks/out") / stamp
     out.mkdir(parents=True, exist_ok=True)
-    with _server(args, out / "server.log") as server:
+    with open_server(
+        args.url, args.api_key, args.server_pid, args.server_env, out / "server.log"
+    ) as server:
         bench = Benchmark(args, server, out)
         asyncio.run(bench.sweep() if args.sweep else _single(bench))
     plot(bench.result, out / "result.png")

@@ -1,5 +1,6 @@
 """A thin client for the audio-session API over one shared aiohttp session, speaking JSON or
-msgpack. Chunk bodies arrive pre-encoded; only control messages are encoded here."""
+msgpack (the Server-Sent Events feed is text whatever the transport). Chunk bodies arrive
+pre-encoded; only control messages are encoded here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ __all__ = ["MSGPACK", "ApiClient", "RequestFailed"]
 
 MSGPACK = "application/msgpack"
 _JSON = "application/json"
+_EVENT_STREAM = "text/event-stream"
 _SESSIONS = "/api/v1/audio_sessions"
 
 
@@ -80,6 +82,25 @@ class ApiClient:
             if response.status != 200:
                 raise RequestFailed("status", response.status, raw)
         return self._decode(raw)
+
+    async def open_sse(
+        self, session_id: str, last_event_id: str | None, read_timeout_s: float
+    ) -> aiohttp.ClientResponse:
+        """Open the session's Server-Sent Events feed; the caller reads and closes the response.
+        No total timeout (a feed lasts as long as its session), only one between reads."""
+        headers = {**self._read_headers, "Accept": _EVENT_STREAM}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        response = await self._http.get(
+            f"{self._base}/{session_id}/sse",
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=read_timeout_s),
+        )
+        if response.status != 200:
+            raw = await response.read()
+            response.release()
+            raise RequestFailed("sse", response.status, raw)
+        return response
 
     async def delete(self, session_id: str) -> int:
         async with self._http.delete(

@@ -30,7 +30,17 @@ from benchmarks.harness.audio import (
 from benchmarks.harness.client import ApiClient, RequestFailed
 from benchmarks.harness.server import ServerHandle
 
-__all__ = ["FileRecord", "LoadConfig", "Tally", "completing_chunk", "run_load", "windows_padded"]
+__all__ = [
+    "FileRecord",
+    "LoadConfig",
+    "StreamState",
+    "Tally",
+    "bounded",
+    "completing_chunk",
+    "run_load",
+    "send_stream",
+    "windows_padded",
+]
 
 HOP_S = 0.5
 HOP_SAMPLES = int(HOP_S * SAMPLE_RATE_HZ)
@@ -116,12 +126,15 @@ class Tally:
     harness_cpu_s: float = 0.0
 
 
-class _StreamState:
-    """What the sender tells the reader: when each chunk left, how many were acknowledged."""
+class StreamState:
+    """What the sender tells the reader: when each chunk left and was acknowledged (0.0: not
+    yet), how many were acknowledged, when the end of the stream was acknowledged."""
 
     def __init__(self, chunks: int) -> None:
         self.sent_at = [0.0] * chunks
+        self.acked_at = [0.0] * chunks
         self.acked = 0
+        self.readonly_at = 0.0
         self.input_done = False
         self.readonly_ok = False
         self.changed = asyncio.Event()
@@ -135,7 +148,7 @@ class _StreamState:
         return not self.input_done and windows_complete(self.acked * CHUNK_SAMPLES) <= received
 
 
-async def _bounded(awaitables: Iterable[Awaitable[T]], limit: int) -> list[T]:
+async def bounded(awaitables: Iterable[Awaitable[T]], limit: int) -> list[T]:
     gate = asyncio.Semaphore(limit)
 
     async def one(awaitable: Awaitable[T]) -> T:
@@ -176,10 +189,10 @@ async def _sleep_until(deadline: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def _send_stream(
+async def send_stream(
     client: ApiClient,
     session_id: str,
-    state: _StreamState,
+    state: StreamState,
     bodies: ChunkBodies,
     body_offset: int,
     start_at: float,
@@ -199,11 +212,13 @@ async def _send_stream(
             )
             if ack_ms is None:
                 return
+            state.acked_at[seq] = time.perf_counter()
             tally.ack_latency_ms.append(ack_ms)
             tally.chunks_acknowledged += 1
             state.acked = seq + 1
             state.bump()
         status = await client.make_readonly(session_id)
+        state.readonly_at = time.perf_counter()
         state.readonly_ok = status == 204
         if not state.readonly_ok:
             tally.errors[f"readonly HTTP {status}"] += 1
@@ -226,7 +241,7 @@ async def _status(
 
 
 async def _read_stream(
-    client: ApiClient, session_id: str, state: _StreamState, config: LoadConfig, tally: Tally
+    client: ApiClient, session_id: str, state: StreamState, config: LoadConfig, tally: Tally
 ) -> None:
     chunks = len(state.sent_at)
     seen: set[int] = set()
@@ -274,12 +289,12 @@ async def _stream(
     config: LoadConfig,
     tally: Tally,
 ) -> None:
-    state = _StreamState(config.chunks_per_stream)
+    state = StreamState(config.chunks_per_stream)
     tally.stream_windows_expected += windows_padded(config.chunks_per_stream * CHUNK_SAMPLES)
     offset = (index * 7) % len(bodies)  # streams start at different points of the clip
     async with asyncio.TaskGroup() as group:
         group.create_task(
-            _send_stream(client, session_id, state, bodies, offset, start_at, config, tally)
+            send_stream(client, session_id, state, bodies, offset, start_at, config, tally)
         )
         group.create_task(_read_stream(client, session_id, state, config, tally))
 
@@ -338,11 +353,11 @@ async def run_load(
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         client = ApiClient(http, server.url, server.api_key, config.transport)
-        stream_ids = await _bounded(
+        stream_ids = await bounded(
             (client.create("stream", RAW_CONTENT_TYPE) for _ in range(config.streams)),
             _CONTROL_CONCURRENCY,
         )
-        file_ids = await _bounded(
+        file_ids = await bounded(
             (client.create("file", WAV_CONTENT_TYPE) for _ in range(config.files)),
             _CONTROL_CONCURRENCY,
         )
@@ -369,5 +384,5 @@ async def run_load(
         server_cpu_after = server.cpu_seconds()
         if server_cpu_before is not None and server_cpu_after is not None:
             tally.server_cpu_s = server_cpu_after - server_cpu_before
-        await _bounded((client.delete(s) for s in [*stream_ids, *file_ids]), _CONTROL_CONCURRENCY)
+        await bounded((client.delete(s) for s in [*stream_ids, *file_ids]), _CONTROL_CONCURRENCY)
     return tally

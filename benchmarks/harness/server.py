@@ -3,16 +3,25 @@ harness reads from ``/proc``. Or an external server, given its URL (and optional
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from benchmarks.machine import launch_server, process_cpu_seconds, stop_server
 
-__all__ = ["ManagedServer", "ServerHandle", "process_cpu_seconds", "process_peak_rss_mib"]
+__all__ = [
+    "ManagedServer",
+    "ServerHandle",
+    "open_server",
+    "parse_server_env",
+    "process_cpu_seconds",
+    "process_peak_rss_mib",
+]
 
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -75,3 +84,32 @@ class ManagedServer:
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
+
+
+def parse_server_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``--server-env TYMPAN_X=VALUE`` flags -> an environment for the started server."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("TYMPAN_"):
+            raise SystemExit(f"error: --server-env wants TYMPAN_NAME=VALUE, got {pair!r}")
+        env[name] = value
+    return env
+
+
+@contextlib.contextmanager
+def open_server(
+    url: str | None,
+    api_key: str | None,
+    server_pid: int | None,
+    env_pairs: Sequence[str],
+    log_path: Path,
+) -> Iterator[ServerHandle]:
+    """The server a benchmark measures: the one at ``url`` if given, else a managed one."""
+    if url:
+        if not api_key:
+            raise SystemExit("error: --url needs --api-key")
+        yield ServerHandle(url, api_key, server_pid)
+        return
+    with ManagedServer(parse_server_env(env_pairs), log_path) as handle:
+        yield handle

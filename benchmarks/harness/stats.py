@@ -10,7 +10,7 @@ import numpy as np
 
 from benchmarks.harness.load import HOP_S, LoadConfig, Tally
 
-__all__ = ["CDF_POINTS", "distribution", "run_passes", "summarize_run"]
+__all__ = ["CDF_POINTS", "cdf", "distribution", "run_passes", "summarize_run"]
 
 CDF_POINTS = 101  # quantiles 0, 1, ..., 100 %
 _PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
@@ -34,7 +34,7 @@ def distribution(values_ms: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _cdf(values_ms: Sequence[float]) -> list[float]:
+def cdf(values_ms: Sequence[float]) -> list[float]:
     if not values_ms:
         return []
     quantiles = np.percentile(np.asarray(values_ms), np.linspace(0, 100, CDF_POINTS))
@@ -62,7 +62,7 @@ def summarize_run(config: LoadConfig, tally: Tally, peak_rss_mib: float | None) 
         "wall_s": _rounded(wall_s),
         "timed_out": tally.timed_out,
         "window_latency_ms": distribution(tally.window_latency_ms),
-        "window_latency_cdf_ms": _cdf(tally.window_latency_ms),
+        "window_latency_cdf_ms": cdf(tally.window_latency_ms),
         "ack_latency_ms": distribution(tally.ack_latency_ms),
         "file_ack_latency_ms": distribution(tally.file_ack_latency_ms),
         "send_lag_ms": distribution(tally.send_lag_ms),
