@@ -1,0 +1,472 @@
+"""The blob store contract, run against every implementation: the same tests, parametrised.
+
+Each test works under its own key prefix (``ns``), so the S3 tests can share one bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from server.storage import (
+    BlobKeyConflict,
+    BlobNotFound,
+    BlobStore,
+    BlobTooLarge,
+    InvalidBlobKey,
+    LocalBlobStore,
+    team_key,
+    team_prefix,
+    validate_key,
+    validate_prefix,
+)
+from server.storage.local import INCOMING_DIR
+
+MiB = 1024 * 1024
+# Large enough that an S3 upload of it takes several multipart parts.
+BIG_BYTES = 12 * MiB
+
+BAD_KEYS = [
+    "",
+    "..",
+    "../escape",
+    "a/../../escape",
+    "a/./b",
+    "/absolute",
+    "a//b",
+    "a/",
+    ".hidden",
+    "a/.incoming",
+    "back\\slash",
+    "nul\x00byte",
+    "space here",
+    "new\nline",
+    "caf\u00e9",
+    "x" * 256,
+    "a/" * 512 + "b",
+]
+BAD_PREFIXES = ["/", "/a", "a//", "../", "a/../b", "a\\", "a\x00", ".in", "a/.in"]
+
+
+@pytest.fixture(params=["local"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    yield blobs
+    await blobs.close()
+
+
+@pytest.fixture
+def ns() -> str:
+    return f"t{uuid.uuid4().hex[:12]}/"
+
+
+async def stream(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        await asyncio.sleep(0)
+        yield part
+
+
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def read_all(store: BlobStore, key: str, **window: int | None) -> bytes:
+    async with store.open(key, **window) as chunks:  # type: ignore[arg-type]
+        return b"".join([chunk async for chunk in chunks])
+
+
+async def listed(store: BlobStore, prefix: str) -> list[str]:
+    return [info.key async for info in store.list_blobs(prefix)]
+
+
+async def leftovers(store: BlobStore) -> list[str]:
+    """What a failed upload might have left where no reader looks: temporary files."""
+    if isinstance(store, LocalBlobStore):
+        incoming = store.root / INCOMING_DIR
+        return sorted(os.listdir(incoming)) if incoming.exists() else []
+    raise AssertionError(f"no leftover check for {type(store).__name__}")
+
+
+def payload(size: int) -> bytes:
+    return hashlib.shake_256(str(size).encode()).digest(size)
+
+
+# -- the basic operations
+
+
+async def test_put_stat_open_list_delete(store: BlobStore, ns: str) -> None:
+    data = b"hello, blob world"
+    info = await store.put_stream(ns + "a/b.wav", stream(pieces(data, 5)), max_bytes=1000)
+
+    assert (info.key, info.size_bytes) == (ns + "a/b.wav", len(data))
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.created_at.tzinfo is not None
+    assert info.created_at.utcoffset() == UTC.utcoffset(None)
+
+    stat = await store.stat(ns + "a/b.wav")
+    assert stat is not None
+    assert (stat.key, stat.size_bytes, stat.created_at) == (info.key, len(data), info.created_at)
+    assert stat.sha256 is None  # stat does not hash
+    assert await read_all(store, ns + "a/b.wav") == data
+    assert [(i.key, i.size_bytes) async for i in store.list_blobs(ns)] == [(info.key, len(data))]
+
+    await store.delete(ns + "a/b.wav")
+    assert await store.stat(ns + "a/b.wav") is None
+    assert await listed(store, ns) == []
+    with pytest.raises(BlobNotFound):
+        await read_all(store, ns + "a/b.wav")
+
+
+async def test_empty_and_big_objects(store: BlobStore, ns: str) -> None:
+    empty = await store.put_stream(ns + "empty", stream([]), max_bytes=0)
+    assert empty.size_bytes == 0
+    assert empty.sha256 == hashlib.sha256(b"").hexdigest()
+    assert await read_all(store, ns + "empty") == b""
+
+    data = payload(BIG_BYTES + 12345)
+    info = await store.put_stream(ns + "big", stream(pieces(data, 256 * 1024)), max_bytes=len(data))
+    assert (info.size_bytes, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert await read_all(store, ns + "big") == data
+
+
+async def test_put_replaces_the_object(store: BlobStore, ns: str) -> None:
+    await store.put_stream(ns + "k", stream([b"first version"]), max_bytes=100)
+    await store.put_stream(ns + "k", stream([b"second"]), max_bytes=100)
+    assert await read_all(store, ns + "k") == b"second"
+    assert await listed(store, ns) == [ns + "k"]
+
+
+async def test_missing_objects(store: BlobStore, ns: str) -> None:
+    assert await store.stat(ns + "nothing") is None
+    await store.delete(ns + "nothing")  # not an error
+    with pytest.raises(BlobNotFound):
+        async with store.open(ns + "nothing"):
+            pass
+    with pytest.raises(BlobNotFound):
+        async with store.open(ns + "nothing", length_bytes=0):
+            pass
+
+
+async def test_a_folder_is_not_an_object(store: BlobStore, ns: str) -> None:
+    await store.put_stream(ns + "dir/file", stream([b"x"]), max_bytes=10)
+    assert await store.stat(ns + "dir") is None
+    with pytest.raises(BlobNotFound):
+        await read_all(store, ns + "dir")
+    await store.delete(ns + "dir")
+    assert await read_all(store, ns + "dir/file") == b"x"
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "expected"),
+    [
+        (0, None, slice(0, 10)),
+        (3, None, slice(3, 10)),
+        (3, 4, slice(3, 7)),
+        (8, 100, slice(8, 10)),
+        (0, 0, slice(0, 0)),
+        (10, None, slice(0, 0)),  # at the end
+        (25, 3, slice(0, 0)),  # past it
+    ],
+)
+async def test_ranges(
+    store: BlobStore, ns: str, offset: int, length: int | None, expected: slice
+) -> None:
+    data = b"0123456789"
+    await store.put_stream(ns + "digits", stream([data]), max_bytes=10)
+    got = await read_all(store, ns + "digits", offset_bytes=offset, length_bytes=length)
+    assert got == data[expected]
+
+
+async def test_range_of_an_empty_object(store: BlobStore, ns: str) -> None:
+    await store.put_stream(ns + "empty", stream([]), max_bytes=10)
+    assert await read_all(store, ns + "empty", offset_bytes=0, length_bytes=5) == b""
+    assert await read_all(store, ns + "empty", offset_bytes=3) == b""
+
+
+async def test_negative_ranges_are_refused(store: BlobStore, ns: str) -> None:
+    with pytest.raises(ValueError):
+        await read_all(store, ns + "x", offset_bytes=-1)
+    with pytest.raises(ValueError):
+        await read_all(store, ns + "x", length_bytes=-1)
+
+
+async def test_listing_is_in_key_order_and_by_prefix(store: BlobStore, ns: str) -> None:
+    names = ["b", "a/y/z", "ab", "a-b", "a/x", "A", "a.b", "a_b"]
+    for name in names:
+        await store.put_stream(ns + name, stream([name.encode()]), max_bytes=10)
+
+    assert await listed(store, ns) == [ns + name for name in sorted(names)]
+    assert await listed(store, ns + "a/") == [ns + "a/x", ns + "a/y/z"]
+    assert await listed(store, ns + "a") == [
+        ns + name for name in sorted(n for n in names if n.startswith("a"))
+    ]
+    assert await listed(store, ns + "a/y") == [ns + "a/y/z"]
+    assert await listed(store, ns + "c") == []
+    assert await listed(store, ns + "nothing/here/") == []
+    infos = [info async for info in store.list_blobs(ns + "a/")]
+    assert [info.size_bytes for info in infos] == [3, 5]
+    assert all(info.sha256 is None for info in infos)
+
+
+# -- uploads that fail leave nothing
+
+
+async def failing_stream(data: bytes, fail_after_bytes: int) -> AsyncIterator[bytes]:
+    """``data`` up to ``fail_after_bytes`` (rounded up to a whole piece), then an error."""
+    sent = 0
+    for part in pieces(data, 256 * 1024):
+        if sent >= fail_after_bytes:
+            break
+        sent += len(part)
+        yield part
+    raise RuntimeError("the client went away")
+
+
+async def test_a_stream_that_fails_leaves_nothing(store: BlobStore, ns: str) -> None:
+    await store.put_stream(ns + "kept", stream([b"old"]), max_bytes=10)
+    data = payload(BIG_BYTES)
+    for key in (ns + "new", ns + "kept"):
+        # Fails before any data, within the first part, past it, after the whole object.
+        for fail_after in (0, 1024, BIG_BYTES // 2, BIG_BYTES):
+            with pytest.raises(RuntimeError, match="went away"):
+                await store.put_stream(key, failing_stream(data, fail_after), max_bytes=BIG_BYTES)
+
+    assert await store.stat(ns + "new") is None
+    assert await read_all(store, ns + "kept") == b"old"
+    assert await listed(store, ns) == [ns + "kept"]
+    assert await leftovers(store) == []
+
+
+async def test_a_cancelled_upload_leaves_nothing(store: BlobStore, ns: str) -> None:
+    data = payload(BIG_BYTES)
+    stalled = asyncio.Event()
+
+    async def stalling() -> AsyncIterator[bytes]:
+        for part in pieces(data, MiB):
+            yield part
+        stalled.set()
+        await asyncio.Event().wait()  # a client that stops sending, forever
+        yield b"never"
+
+    upload = asyncio.create_task(store.put_stream(ns + "stalled", stalling(), max_bytes=2**40))
+    await stalled.wait()
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+
+    assert await store.stat(ns + "stalled") is None
+    assert await listed(store, ns) == []
+    assert await leftovers(store) == []
+
+
+@pytest.mark.parametrize("limit", [10, BIG_BYTES // 2])
+async def test_the_size_limit_stops_the_stream_at_once(
+    store: BlobStore, ns: str, limit: int
+) -> None:
+    await store.put_stream(ns + "kept", stream([b"old"]), max_bytes=10)
+    data = payload(2 * limit + 3)
+    parts = pieces(data, max(1, limit // 4))
+    pulled = 0
+
+    async def counting() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for part in parts:
+            pulled += 1
+            yield part
+
+    with pytest.raises(BlobTooLarge) as caught:
+        await store.put_stream(ns + "kept", counting(), max_bytes=limit)
+    assert caught.value.max_bytes == limit
+    crossing = next(i for i in range(len(parts)) if sum(map(len, parts[: i + 1])) > limit)
+    assert pulled == crossing + 1  # nothing read past the chunk that crossed the limit
+    assert await read_all(store, ns + "kept") == b"old"
+    assert await listed(store, ns) == [ns + "kept"]
+    assert await leftovers(store) == []
+
+    exact = await store.put_stream(
+        ns + "exact", stream(pieces(data[:limit], 4096)), max_bytes=limit
+    )
+    assert exact.size_bytes == limit
+
+
+async def test_memory_stays_bounded_while_streaming(store: BlobStore, ns: str) -> None:
+    """Python-level allocations (tracemalloc) while 64 MiB stream through: a store that held
+    the object whole would peak above 64 MiB; these buffer one write or one part."""
+    total_bytes, chunk_bytes = 64 * MiB, 256 * 1024
+    bound_bytes = 8 * MiB if isinstance(store, LocalBlobStore) else 4 * MiB * 5
+
+    async def generated() -> AsyncIterator[bytes]:
+        for i in range(total_bytes // chunk_bytes):
+            yield i.to_bytes(4, "big") * (chunk_bytes // 4)
+
+    await store.put_stream(ns + "warm-up", stream([b"x"]), max_bytes=1)
+    tracemalloc.start()
+    try:
+        info = await store.put_stream(ns + "big", generated(), max_bytes=total_bytes)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.size_bytes == total_bytes
+    assert peak_bytes < bound_bytes, f"peak {peak_bytes / MiB:.1f} MiB"
+
+    tracemalloc.start()
+    try:
+        size = 0
+        async with store.open(ns + "big") as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == total_bytes
+    assert peak_bytes < bound_bytes, f"peak {peak_bytes / MiB:.1f} MiB while reading"
+
+
+# -- keys
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_bad_keys_are_refused_everywhere(store: BlobStore, key: str) -> None:
+    operations: list[Callable[[], object]] = [
+        lambda: store.put_stream(key, stream([b"x"]), max_bytes=10),
+        lambda: store.stat(key),
+        lambda: store.delete(key),
+        lambda: read_all(store, key),
+        lambda: store.presigned_put(key, expires_s=60, content_type="audio/wav"),
+        lambda: store.presigned_post(key, expires_s=60, max_bytes=10),
+    ]
+    for operation in operations:
+        with pytest.raises(InvalidBlobKey):
+            await operation()  # type: ignore[misc]
+    assert await listed(store, "") == []
+
+
+@pytest.mark.parametrize("prefix", BAD_PREFIXES)
+async def test_bad_prefixes_are_refused(store: BlobStore, prefix: str) -> None:
+    with pytest.raises(InvalidBlobKey):
+        await listed(store, prefix)
+
+
+async def test_teams_do_not_see_each_other(store: BlobStore, ns: str) -> None:
+    teams = [ns.strip("/") + suffix for suffix in ("1", "10", "2")]
+    for team in teams:
+        await store.put_stream(
+            team_key(team, "media/a.wav"), stream([team.encode()]), max_bytes=100
+        )
+    for team in teams:
+        assert await listed(store, team_prefix(team)) == [f"teams/{team}/media/a.wav"]
+        assert await read_all(store, team_key(team, "media/a.wav")) == team.encode()
+
+
+def test_key_alphabet() -> None:
+    for key in ["a", "A-z_0.9", "teams/t1/media/x.wav", "a/b.c/d..e", "x" * 255, "a/" * 511 + "b"]:
+        assert validate_key(key) == key
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidBlobKey):
+            validate_key(key)
+    for prefix in ["", "a", "a/", "a/b", "teams/t1/", "teams/t1/me"]:
+        assert validate_prefix(prefix) == prefix
+    for prefix in BAD_PREFIXES:
+        with pytest.raises(InvalidBlobKey):
+            validate_prefix(prefix)
+
+
+def test_team_keys() -> None:
+    assert team_prefix("t1") == "teams/t1/"
+    assert team_key("t1", "media/a.wav") == "teams/t1/media/a.wav"
+    for team in ["", "a/b", "..", ".x", "a b", "t\x00"]:
+        with pytest.raises(InvalidBlobKey):
+            team_prefix(team)
+    for name in ["../t2/media/a.wav", "/abs", "", "a//b"]:
+        with pytest.raises(InvalidBlobKey):
+            team_key("t1", name)
+
+
+# -- pre-signing arguments are checked the same way everywhere
+
+
+async def test_presign_arguments(store: BlobStore, ns: str) -> None:
+    for expires_s in (0, -1, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValueError):
+            await store.presigned_put(ns + "k", expires_s=expires_s, content_type="audio/wav")
+        with pytest.raises(ValueError):
+            await store.presigned_post(ns + "k", expires_s=expires_s, max_bytes=10)
+    with pytest.raises(ValueError):
+        await store.presigned_post(ns + "k", expires_s=60, max_bytes=-1)
+
+
+# -- the local store
+
+
+async def test_local_store_presigns_nothing(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    try:
+        assert await store.presigned_put("k", expires_s=60, content_type="audio/wav") is None
+        assert await store.presigned_post("k", expires_s=60, max_bytes=10) is None
+    finally:
+        await store.close()
+
+
+async def test_local_store_refuses_a_key_below_or_above_an_object(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    try:
+        await store.put_stream("a/b", stream([b"x"]), max_bytes=10)
+        with pytest.raises(BlobKeyConflict):
+            await store.put_stream("a/b/c", stream([b"y"]), max_bytes=10)
+        with pytest.raises(BlobKeyConflict):
+            await store.put_stream("a", stream([b"z"]), max_bytes=10)
+        assert await listed(store, "") == ["a/b"]
+        assert await leftovers(store) == []
+    finally:
+        await store.close()
+
+
+async def test_local_store_keeps_files_under_its_root(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    try:
+        await store.put_stream("teams/t1/media/a.wav", stream([b"RIFF"]), max_bytes=10)
+        assert (tmp_path / "blobs/teams/t1/media/a.wav").read_bytes() == b"RIFF"
+        await store.delete("teams/t1/media/a.wav")
+        assert sorted(os.listdir(tmp_path / "blobs")) == [INCOMING_DIR]  # empty folders went
+        assert sorted(os.listdir(tmp_path)) == ["blobs"]
+    finally:
+        await store.close()
+
+
+async def test_local_store_ignores_what_it_did_not_write(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+    try:
+        await store.put_stream("ok", stream([b"1"]), max_bytes=10)
+        (root / "bad name").write_bytes(b"x")
+        (root / ".hidden").write_bytes(b"x")
+        (tmp_path / "outside").write_bytes(b"secret")
+        (root / "link").symlink_to(tmp_path / "outside")
+        assert await listed(store, "") == ["ok"]
+        assert await store.stat("link") is None
+        with pytest.raises(BlobNotFound):
+            await read_all(store, "link")
+    finally:
+        await store.close()
+
+
+async def test_local_store_removes_stale_uploads(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    try:
+        incoming = tmp_path / INCOMING_DIR
+        incoming.mkdir()
+        (incoming / "upload-old").write_bytes(b"x")
+        (incoming / "upload-new").write_bytes(b"y")
+        os.utime(incoming / "upload-old", (1_000_000_000, 1_000_000_000))
+        assert store.remove_stale_uploads(older_than_s=3600) == 1
+        assert sorted(os.listdir(incoming)) == ["upload-new"]
+    finally:
+        await store.close()
