@@ -1,5 +1,7 @@
 """The blob store contract, run against every implementation: the same tests, parametrised.
 
+The S3 store runs against a real SeaweedFS started for the session (tests/seaweedfs.py): no
+fakes, so signatures, expiry, POST policies and S3's minimum part size are really enforced.
 Each test works under its own key prefix (``ns``), so the S3 tests can share one bucket.
 """
 
@@ -10,11 +12,14 @@ import hashlib
 import os
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import UTC
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
+import requests
+from botocore.exceptions import ClientError
 
 from server.storage import (
     BlobKeyConflict,
@@ -29,6 +34,9 @@ from server.storage import (
     validate_prefix,
 )
 from server.storage.local import INCOMING_DIR
+from server.storage.s3 import S3BlobStore
+from server.storage.s3_config import MIN_PART_BYTES
+from tests.seaweedfs import BUCKET, SeaweedFS
 
 MiB = 1024 * 1024
 # Large enough that an S3 upload of it takes several multipart parts.
@@ -56,9 +64,31 @@ BAD_KEYS = [
 BAD_PREFIXES = ["/", "/a", "a//", "../", "a/../b", "a\\", "a\x00", ".in", "a/.in"]
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    blobs = LocalBlobStore(tmp_path / "blobs")
+    blobs: BlobStore
+    if request.param == "local":
+        blobs = LocalBlobStore(tmp_path / "blobs")
+    else:  # the smallest parts S3 allows, so multipart uploads happen at modest sizes
+        server: SeaweedFS = request.getfixturevalue("seaweedfs")
+        blobs = S3BlobStore(server.config(part_bytes=MIN_PART_BYTES))
+    yield blobs
+    await blobs.close()
+
+
+@pytest.fixture
+async def s3(seaweedfs: SeaweedFS) -> AsyncIterator[S3BlobStore]:
+    blobs = S3BlobStore(seaweedfs.config(part_bytes=MIN_PART_BYTES))
     yield blobs
     await blobs.close()
 
@@ -84,15 +114,26 @@ async def read_all(store: BlobStore, key: str, **window: int | None) -> bytes:
 
 
 async def listed(store: BlobStore, prefix: str) -> list[str]:
-    return [info.key async for info in store.list_blobs(prefix)]
+    """The keys listed under ``prefix``, sorted (the order is each store's own)."""
+    keys = [info.key async for info in store.list_blobs(prefix)]
+    assert len(set(keys)) == len(keys), keys
+    return sorted(keys)
 
 
-async def leftovers(store: BlobStore) -> list[str]:
-    """What a failed upload might have left where no reader looks: temporary files."""
+async def leftovers(
+    store: BlobStore, ns: str, request: pytest.FixtureRequest | None = None
+) -> list[str]:
+    """What a failed upload might have left where no reader looks: temporary files, or
+    multipart uploads neither completed nor aborted."""
     if isinstance(store, LocalBlobStore):
         incoming = store.root / INCOMING_DIR
         return sorted(os.listdir(incoming)) if incoming.exists() else []
-    raise AssertionError(f"no leftover check for {type(store).__name__}")
+    assert request is not None
+    server: SeaweedFS = request.getfixturevalue("seaweedfs")
+    uploads = await asyncio.to_thread(
+        server.client().list_multipart_uploads, Bucket=BUCKET, Prefix=ns
+    )
+    return [upload["Key"] for upload in uploads.get("Uploads", [])]
 
 
 def payload(size: int) -> bytes:
@@ -198,7 +239,7 @@ async def test_negative_ranges_are_refused(store: BlobStore, ns: str) -> None:
         await read_all(store, ns + "x", length_bytes=-1)
 
 
-async def test_listing_is_in_key_order_and_by_prefix(store: BlobStore, ns: str) -> None:
+async def test_listing_by_prefix(store: BlobStore, ns: str) -> None:
     names = ["b", "a/y/z", "ab", "a-b", "a/x", "A", "a.b", "a_b"]
     for name in names:
         await store.put_stream(ns + name, stream([name.encode()]), max_bytes=10)
@@ -211,7 +252,7 @@ async def test_listing_is_in_key_order_and_by_prefix(store: BlobStore, ns: str) 
     assert await listed(store, ns + "a/y") == [ns + "a/y/z"]
     assert await listed(store, ns + "c") == []
     assert await listed(store, ns + "nothing/here/") == []
-    infos = [info async for info in store.list_blobs(ns + "a/")]
+    infos = sorted([info async for info in store.list_blobs(ns + "a/")], key=lambda i: i.key)
     assert [info.size_bytes for info in infos] == [3, 5]
     assert all(info.sha256 is None for info in infos)
 
@@ -230,7 +271,9 @@ async def failing_stream(data: bytes, fail_after_bytes: int) -> AsyncIterator[by
     raise RuntimeError("the client went away")
 
 
-async def test_a_stream_that_fails_leaves_nothing(store: BlobStore, ns: str) -> None:
+async def test_a_stream_that_fails_leaves_nothing(
+    store: BlobStore, ns: str, request: pytest.FixtureRequest
+) -> None:
     await store.put_stream(ns + "kept", stream([b"old"]), max_bytes=10)
     data = payload(BIG_BYTES)
     for key in (ns + "new", ns + "kept"):
@@ -242,10 +285,12 @@ async def test_a_stream_that_fails_leaves_nothing(store: BlobStore, ns: str) -> 
     assert await store.stat(ns + "new") is None
     assert await read_all(store, ns + "kept") == b"old"
     assert await listed(store, ns) == [ns + "kept"]
-    assert await leftovers(store) == []
+    assert await leftovers(store, ns, request) == []
 
 
-async def test_a_cancelled_upload_leaves_nothing(store: BlobStore, ns: str) -> None:
+async def test_a_cancelled_upload_leaves_nothing(
+    store: BlobStore, ns: str, request: pytest.FixtureRequest
+) -> None:
     data = payload(BIG_BYTES)
     stalled = asyncio.Event()
 
@@ -264,12 +309,12 @@ async def test_a_cancelled_upload_leaves_nothing(store: BlobStore, ns: str) -> N
 
     assert await store.stat(ns + "stalled") is None
     assert await listed(store, ns) == []
-    assert await leftovers(store) == []
+    assert await leftovers(store, ns, request) == []
 
 
 @pytest.mark.parametrize("limit", [10, BIG_BYTES // 2])
 async def test_the_size_limit_stops_the_stream_at_once(
-    store: BlobStore, ns: str, limit: int
+    store: BlobStore, ns: str, limit: int, request: pytest.FixtureRequest
 ) -> None:
     await store.put_stream(ns + "kept", stream([b"old"]), max_bytes=10)
     data = payload(2 * limit + 3)
@@ -289,7 +334,7 @@ async def test_the_size_limit_stops_the_stream_at_once(
     assert pulled == crossing + 1  # nothing read past the chunk that crossed the limit
     assert await read_all(store, ns + "kept") == b"old"
     assert await listed(store, ns) == [ns + "kept"]
-    assert await leftovers(store) == []
+    assert await leftovers(store, ns, request) == []
 
     exact = await store.put_stream(
         ns + "exact", stream(pieces(data[:limit], 4096)), max_bytes=limit
@@ -301,7 +346,7 @@ async def test_memory_stays_bounded_while_streaming(store: BlobStore, ns: str) -
     """Python-level allocations (tracemalloc) while 64 MiB stream through: a store that held
     the object whole would peak above 64 MiB; these buffer one write or one part."""
     total_bytes, chunk_bytes = 64 * MiB, 256 * 1024
-    bound_bytes = 8 * MiB if isinstance(store, LocalBlobStore) else 4 * MiB * 5
+    bound_bytes = 8 * MiB if isinstance(store, LocalBlobStore) else 4 * MIN_PART_BYTES
 
     async def generated() -> AsyncIterator[bytes]:
         for i in range(total_bytes // chunk_bytes):
@@ -335,6 +380,7 @@ async def test_memory_stays_bounded_while_streaming(store: BlobStore, ns: str) -
 
 @pytest.mark.parametrize("key", BAD_KEYS)
 async def test_bad_keys_are_refused_everywhere(store: BlobStore, key: str) -> None:
+    before = await listed(store, "")
     operations: list[Callable[[], object]] = [
         lambda: store.put_stream(key, stream([b"x"]), max_bytes=10),
         lambda: store.stat(key),
@@ -346,7 +392,7 @@ async def test_bad_keys_are_refused_everywhere(store: BlobStore, key: str) -> No
     for operation in operations:
         with pytest.raises(InvalidBlobKey):
             await operation()  # type: ignore[misc]
-    assert await listed(store, "") == []
+    assert await listed(store, "") == before
 
 
 @pytest.mark.parametrize("prefix", BAD_PREFIXES)
@@ -424,7 +470,7 @@ async def test_local_store_refuses_a_key_below_or_above_an_object(tmp_path: Path
         with pytest.raises(BlobKeyConflict):
             await store.put_stream("a", stream([b"z"]), max_bytes=10)
         assert await listed(store, "") == ["a/b"]
-        assert await leftovers(store) == []
+        assert await leftovers(store, "") == []
     finally:
         await store.close()
 
@@ -458,6 +504,17 @@ async def test_local_store_ignores_what_it_did_not_write(tmp_path: Path) -> None
         await store.close()
 
 
+async def test_local_store_lists_in_byte_order(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    try:
+        names = ["b", "a/y/z", "ab", "a-b", "a/x", "A", "a.b", "a_b"]
+        for name in names:
+            await store.put_stream(name, stream([b"x"]), max_bytes=10)
+        assert [info.key async for info in store.list_blobs()] == sorted(names)
+    finally:
+        await store.close()
+
+
 async def test_local_store_removes_stale_uploads(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     try:
@@ -470,3 +527,154 @@ async def test_local_store_removes_stale_uploads(tmp_path: Path) -> None:
         assert sorted(os.listdir(incoming)) == ["upload-new"]
     finally:
         await store.close()
+
+
+# -- the S3 store against SeaweedFS: what the service itself enforces
+
+
+def put(url: str, data: bytes, headers: dict[str, str]) -> requests.Response:
+    """A client with no credentials at all: plain requests, as a browser or curl would."""
+    return requests.put(url, data=data, headers=headers, timeout=30)
+
+
+def query_of(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def with_query(url: str, **changes: str) -> str:
+    query = {**query_of(url), **changes}
+    return urlunsplit(urlsplit(url)._replace(query=urlencode(query, quote_via=quote)))
+
+
+def error_code(response: requests.Response) -> str:
+    return response.text.split("<Code>", 1)[-1].split("</Code>", 1)[0]
+
+
+async def test_s3_refuses_unsigned_and_badly_signed_requests(
+    seaweedfs: SeaweedFS, s3: S3BlobStore, ns: str
+) -> None:
+    """The fixture's service really checks signatures; without that the tests below prove
+    nothing."""
+    await s3.put_stream(ns + "secret", stream([b"x"]), max_bytes=10)
+    anonymous = await asyncio.to_thread(
+        requests.get, f"{seaweedfs.endpoint_url}/{BUCKET}/{ns}secret", timeout=30
+    )
+    assert anonymous.status_code == 403
+    wrong = S3BlobStore(seaweedfs.config(secret_access_key="not-the-secret"))
+    try:
+        with pytest.raises(ClientError) as stat_refused:
+            await wrong.stat(ns + "secret")
+        with pytest.raises(ClientError, match="SignatureDoesNotMatch") as put_refused:
+            await wrong.put_stream(ns + "other", stream([b"x"]), max_bytes=10)
+    finally:
+        await wrong.close()
+    for refused in (stat_refused, put_refused):
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert await listed(s3, ns) == [ns + "secret"]
+
+
+async def test_s3_presigned_put_points_at_the_service(
+    seaweedfs: SeaweedFS, s3: S3BlobStore, ns: str
+) -> None:
+    signed = await s3.presigned_put(ns + "up.wav", expires_s=300, content_type="audio/wav")
+    assert signed is not None
+    assert signed.url.startswith(f"{seaweedfs.endpoint_url}/{BUCKET}/{ns}up.wav?")
+    assert dict(signed.headers) == {"Content-Type": "audio/wav"}
+    assert 290 < (signed.expires_at - datetime.now(UTC)).total_seconds() <= 300
+
+    response = await asyncio.to_thread(put, signed.url, b"RIFF-data", dict(signed.headers))
+    assert response.status_code == 200, response.text
+    info = await s3.stat(ns + "up.wav")
+    assert info is not None and info.size_bytes == 9
+    assert await read_all(s3, ns + "up.wav") == b"RIFF-data"
+
+
+async def test_s3_refuses_a_tampered_presigned_put(s3: S3BlobStore, ns: str) -> None:
+    signed = await s3.presigned_put(ns + "mine", expires_s=300, content_type="audio/wav")
+    assert signed is not None
+    headers = dict(signed.headers)
+    signature = query_of(signed.url)["X-Amz-Signature"]
+    attempts = {
+        "another key": (signed.url.replace(f"{ns}mine?", f"{ns}theirs?"), headers),
+        "longer expiry": (with_query(signed.url, **{"X-Amz-Expires": "604800"}), headers),
+        "forged signature": (
+            with_query(signed.url, **{"X-Amz-Signature": signature[::-1]}),
+            headers,
+        ),
+        "other content type": (signed.url, {"Content-Type": "text/html"}),
+    }
+    for name, (url, sent_headers) in attempts.items():
+        response = await asyncio.to_thread(put, url, b"evil", sent_headers)
+        assert response.status_code == 403, (name, response.status_code, response.text)
+    assert await listed(s3, ns) == []
+
+
+async def test_s3_refuses_an_expired_presigned_put(s3: S3BlobStore, ns: str) -> None:
+    signed = await s3.presigned_put(ns + "late", expires_s=1, content_type="audio/wav")
+    assert signed is not None
+    # Signing times have whole seconds: wait a clear second past the expiry.
+    await asyncio.sleep(max(0.0, (signed.expires_at - datetime.now(UTC)).total_seconds()) + 1.5)
+    response = await asyncio.to_thread(put, signed.url, b"late", dict(signed.headers))
+    assert response.status_code == 403, response.text
+    assert error_code(response) == "AccessDenied"
+    assert "expired" in response.text.lower()
+    assert await s3.stat(ns + "late") is None
+
+
+async def test_s3_presigns_for_the_public_endpoint(seaweedfs: SeaweedFS, ns: str) -> None:
+    """Signed for the address clients use (here "localhost"); the Host header is signed, so
+    the same URL sent to another address is refused."""
+    public = seaweedfs.endpoint_url.replace("127.0.0.1", "localhost")
+    store = S3BlobStore(seaweedfs.config(public_endpoint_url=public))
+    try:
+        signed = await store.presigned_put(ns + "pub", expires_s=300, content_type="audio/wav")
+        assert signed is not None and signed.url.startswith(public + "/")
+        internal = signed.url.replace("localhost", "127.0.0.1")
+        refused = await asyncio.to_thread(put, internal, b"x", dict(signed.headers))
+        assert refused.status_code == 403, refused.text
+        accepted = await asyncio.to_thread(put, signed.url, b"x", dict(signed.headers))
+        assert accepted.status_code == 200, accepted.text
+        assert await read_all(store, ns + "pub") == b"x"
+    finally:
+        await store.close()
+
+
+def post_form(url: str, fields: dict[str, str], data: bytes) -> requests.Response:
+    return requests.post(url, data=fields, files={"file": ("upload", data)}, timeout=30)
+
+
+async def test_s3_post_policy_bounds_the_size(s3: S3BlobStore, ns: str) -> None:
+    signed = await s3.presigned_post(ns + "form", expires_s=300, max_bytes=1000)
+    assert signed is not None
+    fields = dict(signed.fields)
+    assert fields["key"] == ns + "form"
+
+    too_big = await asyncio.to_thread(post_form, signed.url, fields, payload(1001))
+    assert too_big.status_code == 400, too_big.text
+    assert error_code(too_big) == "EntityTooLarge"
+    assert await s3.stat(ns + "form") is None
+
+    exact = await asyncio.to_thread(post_form, signed.url, fields, payload(1000))
+    assert exact.status_code in (200, 201, 204), exact.text
+    assert await read_all(s3, ns + "form") == payload(1000)
+
+
+async def test_s3_refuses_a_tampered_post_policy(s3: S3BlobStore, ns: str) -> None:
+    signed = await s3.presigned_post(
+        ns + "form", expires_s=300, max_bytes=1000, content_type="audio/wav"
+    )
+    assert signed is not None
+    fields = dict(signed.fields)
+    assert fields["Content-Type"] == "audio/wav"
+    attempts = {
+        "another key": {**fields, "key": ns + "theirs"},
+        "other content type": {**fields, "Content-Type": "text/html"},
+        "forged signature": {**fields, "x-amz-signature": fields["x-amz-signature"][::-1]},
+    }
+    for name, forged in attempts.items():
+        response = await asyncio.to_thread(post_form, signed.url, forged, b"evil")
+        assert response.status_code == 403, (name, response.status_code, response.text)
+    assert await listed(s3, ns) == []
+    accepted = await asyncio.to_thread(post_form, signed.url, fields, b"RIFF")
+    assert accepted.status_code in (200, 201, 204), accepted.text
+    assert await listed(s3, ns) == [ns + "form"]

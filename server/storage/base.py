@@ -41,12 +41,18 @@ __all__ = [
 MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
 
 
-def check_presign_args(expires_s: int, max_bytes: int | None = None) -> None:
+def check_presign_args(
+    expires_s: int, max_bytes: int | None = None, content_type: str | None = None
+) -> None:
     """The same argument errors from every store, whether it can pre-sign or not."""
     if not 1 <= expires_s <= MAX_PRESIGN_EXPIRY_S:
         raise ValueError(f"expires_s must be 1..{MAX_PRESIGN_EXPIRY_S}, got {expires_s}")
     if max_bytes is not None and max_bytes < 0:
         raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
+    if content_type is not None and not (
+        content_type and content_type.isascii() and content_type.isprintable()
+    ):
+        raise ValueError(f"content_type must be printable ASCII, got {content_type!r}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,10 @@ class BlobStore(Protocol):
         ...
 
     def list_blobs(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
-        """Every published object whose key starts with ``prefix``, in key order."""
+        """Every published object whose key starts with ``prefix``, each once. The order is
+        the store's: the local store and AWS list in byte order of the keys, but some
+        S3-compatible services (SeaweedFS) list folder by folder, so callers that need an
+        order sort."""
         ...
 
     async def presigned_put(

@@ -1,6 +1,7 @@
-"""Errors every blob store raises, whichever it is: callers catch these, never an OS or S3 error.
+"""The errors every blob store raises on purpose, whichever store it is: callers handle these.
 
-They map to HTTP statuses in the error middleware once routes use them (400, 404, 409, 413).
+Anything else (a failing disk, an unreachable S3 service) is unexpected and becomes a 500. Once
+routes use them they map to statuses in the error middleware: 400, 404, 409, 413.
 """
 
 from __future__ import annotations

@@ -259,14 +259,14 @@ class LocalBlobStore:
         self, key: str, *, expires_s: int, content_type: str
     ) -> PresignedPut | None:
         validate_key(key)
-        check_presign_args(expires_s)
+        check_presign_args(expires_s, content_type=content_type)
         return None
 
     async def presigned_post(
         self, key: str, *, expires_s: int, max_bytes: int, content_type: str | None = None
     ) -> PresignedPost | None:
         validate_key(key)
-        check_presign_args(expires_s, max_bytes)
+        check_presign_args(expires_s, max_bytes, content_type)
         return None
 
     async def close(self) -> None:
