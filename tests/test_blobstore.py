@@ -21,6 +21,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from server.config import ConfigError, Settings
 from server.storage import (
     BlobKeyConflict,
     BlobNotFound,
@@ -33,6 +34,7 @@ from server.storage import (
     validate_key,
     validate_prefix,
 )
+from server.storage.factory import make_blob_store
 from server.storage.local import INCOMING_DIR
 from server.storage.s3 import S3BlobStore
 from server.storage.s3_config import MIN_PART_BYTES
@@ -678,3 +680,77 @@ async def test_s3_refuses_a_tampered_post_policy(s3: S3BlobStore, ns: str) -> No
     accepted = await asyncio.to_thread(post_form, signed.url, fields, b"RIFF")
     assert accepted.status_code in (200, 201, 204), accepted.text
     assert await listed(s3, ns) == [ns + "form"]
+
+
+# -- chosen at start-up, from settings
+
+
+def s3_environ(seaweedfs: SeaweedFS | None = None, **changes: str) -> dict[str, str]:
+    environ = {
+        "TYMPAN_BLOB_STORE": "s3",
+        "TYMPAN_S3_ENDPOINT_URL": seaweedfs.endpoint_url if seaweedfs else "http://s3.test:8333",
+        "TYMPAN_S3_BUCKET": BUCKET,
+        "TYMPAN_S3_REGION": "us-east-1",
+        "TYMPAN_S3_ACCESS_KEY_ID": seaweedfs.access_key_id if seaweedfs else "key-id",
+        "TYMPAN_S3_SECRET_ACCESS_KEY": seaweedfs.secret_access_key if seaweedfs else "s3cr3t",
+    }
+    environ.update(changes)
+    return {name: value for name, value in environ.items() if value != "<unset>"}
+
+
+async def test_the_local_store_is_the_default(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path / "var")
+    store = make_blob_store(settings)
+    try:
+        assert isinstance(store, LocalBlobStore)
+        assert store.root == tmp_path / "var" / "blobs"
+        assert not store.root.exists()  # nothing is made before the first write
+        await store.put_stream("a", stream([b"x"]), max_bytes=1)
+        assert (store.root / "a").read_bytes() == b"x"
+    finally:
+        await store.close()
+    elsewhere = Settings.from_env({"TYMPAN_BLOB_DIR": str(tmp_path / "blobs")})
+    assert elsewhere.blob_root == tmp_path / "blobs"
+
+
+async def test_the_s3_store_from_settings(seaweedfs: SeaweedFS, ns: str) -> None:
+    settings = Settings.from_env(s3_environ(seaweedfs, TYMPAN_S3_PART_BYTES=str(6 * MiB)))
+    assert seaweedfs.secret_access_key not in repr(settings)
+    store = make_blob_store(settings)
+    try:
+        assert isinstance(store, S3BlobStore)
+        assert store.config == seaweedfs.config(part_bytes=6 * MiB)
+        assert seaweedfs.secret_access_key not in repr(store.config)
+        await store.put_stream(ns + "from-settings", stream([b"x"]), max_bytes=1)
+        assert await read_all(store, ns + "from-settings") == b"x"
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"TYMPAN_BLOB_STORE": "ftp"}, "TYMPAN_BLOB_STORE must be one of local, s3, got 'ftp'"),
+        ({"TYMPAN_S3_BUCKET": "<unset>"}, "TYMPAN_S3_BUCKET is required when TYMPAN_BLOB_STORE"),
+        ({"TYMPAN_S3_ACCESS_KEY_ID": ""}, "TYMPAN_S3_ACCESS_KEY_ID is required"),
+        ({"TYMPAN_S3_SECRET_ACCESS_KEY": "<unset>"}, "TYMPAN_S3_SECRET_ACCESS_KEY is required"),
+        ({"TYMPAN_S3_REGION": ""}, "TYMPAN_S3_REGION is required"),
+        ({"TYMPAN_S3_BUCKET": "My_Bucket"}, "TYMPAN_S3_BUCKET='My_Bucket' is not a bucket name"),
+        ({"TYMPAN_S3_ENDPOINT_URL": "s3.test:8333"}, "TYMPAN_S3_ENDPOINT_URL='s3.test:8333'"),
+        ({"TYMPAN_S3_ENDPOINT_URL": "http://s3.test/bucket"}, "must have no path or query"),
+        ({"TYMPAN_S3_PUBLIC_ENDPOINT_URL": "ftp://x"}, "TYMPAN_S3_PUBLIC_ENDPOINT_URL='ftp://x'"),
+        ({"TYMPAN_S3_ADDRESSING_STYLE": "auto"}, "TYMPAN_S3_ADDRESSING_STYLE must be one of"),
+        ({"TYMPAN_S3_PART_BYTES": "1048576"}, "TYMPAN_S3_PART_BYTES must be 5242880.."),
+        ({"TYMPAN_S3_PART_BYTES": "lots"}, "TYMPAN_S3_PART_BYTES='lots' is not valid"),
+    ],
+)
+def test_bad_blob_settings_name_the_variable(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(s3_environ(**changes))
+    assert message in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_s3_settings_are_not_needed_for_the_local_store() -> None:
+    settings = Settings.from_env({"TYMPAN_S3_BUCKET": "unused-bucket"})
+    assert settings.blob_store == "local"
