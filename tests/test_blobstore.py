@@ -303,8 +303,11 @@ async def test_a_cancelled_upload_leaves_nothing(
         await asyncio.Event().wait()  # a client that stops sending, forever
         yield b"never"
 
-    upload = asyncio.create_task(store.put_stream(ns + "stalled", stalling(), max_bytes=2**40))
+    upload = asyncio.create_task(
+        store.put_stream(ns + "stalled", stalling(), max_bytes=4 * BIG_BYTES)
+    )
     await stalled.wait()
+    assert len(await leftovers(store, ns, request)) == 1  # a temporary file, a multipart upload
     upload.cancel()
     with pytest.raises(asyncio.CancelledError):
         await upload

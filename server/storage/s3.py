@@ -107,7 +107,8 @@ class S3BlobStore:
         validate_key(key)
         meter = UploadMeter(max_bytes)
         client, _ = await self._clients()
-        # Parts grow for a limit so large that the default size would need over 10,000.
+        # Parts (and so the buffer) grow for a limit that would need over 10,000 of them:
+        # 80 GB at 8 MiB parts; a 1 TiB limit means 105 MiB parts.
         part_bytes = max(self.config.part_bytes, -(-max_bytes // MAX_PARTS))
         upload = _MultipartUpload(client, self.config.bucket, key)
         buffer = bytearray()
