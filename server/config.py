@@ -9,13 +9,23 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
+from server.storage.s3_config import (
+    ADDRESSING_STYLES,
+    DEFAULT_PART_BYTES,
+    MAX_PART_BYTES,
+    MIN_PART_BYTES,
+    is_bucket_name,
+)
+
+__all__ = ["BLOB_STORES", "ENV_PREFIX", "ConfigError", "Settings"]
 
 ENV_PREFIX = "TYMPAN_"
+BLOB_STORES = ("local", "s3")
 _BODY_OVERHEAD_BYTES = 64 * 1024
 
 
@@ -78,6 +88,19 @@ class Settings:
     webhook_retry_base_s: float = 1.0
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 64
+    # Where uploaded media live (issue 14): "local", files under blob_dir (None: <data_dir>/blobs),
+    # or "s3", one bucket of any S3-compatible service; clients then upload to the service
+    # itself, through pre-signed URLs signed for s3_public_endpoint_url when it is set.
+    blob_store: str = "local"
+    blob_dir: Path | None = None
+    s3_endpoint_url: str | None = None  # None: AWS's endpoint for s3_region
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_addressing_style: str = "path"
+    s3_part_bytes: int = DEFAULT_PART_BYTES  # memory per upload in flight
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,6 +159,41 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        self._validate_blob_store()
+
+    def _validate_blob_store(self) -> None:
+        if self.blob_store not in BLOB_STORES:
+            raise ConfigError(
+                f"{_env('blob_store')} must be one of {', '.join(BLOB_STORES)}, "
+                f"got {self.blob_store!r}"
+            )
+        if self.blob_store == "s3":
+            for name in ("s3_bucket", "s3_region", "s3_access_key_id", "s3_secret_access_key"):
+                if not getattr(self, name):
+                    raise ConfigError(f"{_env(name)} is required when {_env('blob_store')}=s3")
+        if self.s3_bucket is not None and not is_bucket_name(self.s3_bucket):
+            raise ConfigError(
+                f"{_env('s3_bucket')}={self.s3_bucket!r} is not a bucket name: 3-63 characters "
+                "of a-z 0-9 . -, starting and ending with a letter or digit"
+            )
+        for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+            url = getattr(self, name)
+            if url is not None:
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise ConfigError(f"{_env(name)}={url!r} must be an http(s) URL with a host")
+                if parts.path.strip("/") or parts.query or parts.fragment:
+                    raise ConfigError(f"{_env(name)}={url!r} must have no path or query")
+        if self.s3_addressing_style not in ADDRESSING_STYLES:
+            raise ConfigError(
+                f"{_env('s3_addressing_style')} must be one of {', '.join(ADDRESSING_STYLES)}, "
+                f"got {self.s3_addressing_style!r}"
+            )
+        if not MIN_PART_BYTES <= self.s3_part_bytes <= MAX_PART_BYTES:
+            raise ConfigError(
+                f"{_env('s3_part_bytes')} must be {MIN_PART_BYTES}..{MAX_PART_BYTES} "
+                f"(S3's limits on a part), got {self.s3_part_bytes}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -150,6 +208,14 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "tympan.sqlite3"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
 
 
 _TRUE = {"1", "true", "yes", "on"}
