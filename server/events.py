@@ -40,6 +40,7 @@ calls gives the same transitions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -113,6 +114,15 @@ class EventRules:
     onset_fill: float = DEFAULT_ONSET_FILL
     offset_fill: float = DEFAULT_OFFSET_FILL
 
+    @property
+    def event_threshold(self) -> npt.NDArray[np.float64]:
+        """Per class, what a probability must exceed to pass: infinite for non-events."""
+        cached: npt.NDArray[np.float64] | None = self.__dict__.get("_event_threshold")
+        if cached is None:
+            cached = np.where(self.reportable, self.threshold, np.inf)
+            object.__setattr__(self, "_event_threshold", cached)
+        return cached
+
     @classmethod
     def build(
         cls,
@@ -178,7 +188,7 @@ class _Pending:
 
 def _logit(p: float) -> float:
     q = min(max(p, _EPS), 1.0 - _EPS)
-    return float(np.log(q / (1.0 - q)))
+    return math.log(q / (1.0 - q))
 
 
 @dataclass
@@ -192,6 +202,7 @@ class EventTracker:
     report_updates: bool = True
     _next_window: int = field(init=False)
     _previous: npt.NDArray[np.float64] | None = field(init=False, default=None)
+    _was: set[int] | None = field(init=False, default=None)  # the tags _previous passed
     _pending: dict[int, _Pending] = field(init=False, default_factory=dict)
     _next_id: int = field(init=False, default=0)
     _finished: bool = field(init=False, default=False)
@@ -314,15 +325,11 @@ class EventTracker:
     def _step(self, row: npt.NDArray[np.float64], out: list[EventTransition]) -> None:
         rules = self.rules
         index = self._next_window
-        passing = (row > rules.threshold) & rules.reportable
-        was = (
-            np.zeros_like(passing)
-            if self._previous is None
-            else (self._previous > rules.threshold) & rules.reportable
-        )
-        active = sorted(set(np.flatnonzero(passing).tolist()) | set(self._pending))
+        passing = self._passing(row)
+        was = self._passing(self._previous) if self._was is None else self._was
+        active = sorted(passing | self._pending.keys()) if self._pending else sorted(passing)
         for tag in active:
-            now, before = bool(passing[tag]), bool(was[tag])
+            now, before = tag in passing, tag in was
             pending = self._pending.get(tag)
             if now and not before:
                 onset = self._onset(tag, index, row)
@@ -348,7 +355,13 @@ class EventTracker:
                     continue
             self._report(tag, out)
         self._previous = row
+        self._was = passing
         self._next_window = index + 1
+
+    def _passing(self, row: npt.NDArray[np.float64] | None) -> set[int]:
+        if row is None:
+            return set()
+        return set((row > self.rules.event_threshold).nonzero()[0].tolist())
 
     # -- boundaries -------------------------------------------------------------------------
 
