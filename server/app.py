@@ -31,7 +31,7 @@ from server.appkeys import ENGINE_STATE, EVENTS, METRICS, SERVICE, SETTINGS, Eng
 from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
-from server.cors import cors_middleware
+from server.cors import cors_headers, cors_middleware
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
@@ -65,6 +65,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[ENGINE_STATE] = EngineState()
     app.add_routes(routes)
+    if settings.cors_origins.strip():
+        app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_server_context)
     app.on_shutdown.append(_end_live_feeds)
     return app

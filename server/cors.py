@@ -11,12 +11,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-__all__ = ["cors_middleware"]
+__all__ = ["cors_headers", "cors_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _ALLOWED_HEADERS = "Content-Type, Accept, x-api-key, Authorization, Prefer, X-Request-Id"
 _MAX_AGE_S = "600"
+
+
+_ORIGIN = web.RequestKey("cors_origin", str)
 
 
 def cors_middleware(
@@ -48,11 +51,19 @@ def cors_middleware(
                     "Vary": "Origin",
                 },
             )
-        response = await handler(request)
         if origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
-            response.headers["Vary"] = "Origin"
-        return response
+            request[_ORIGIN] = origin  # the headers go on at prepare: see cors_headers
+        return await handler(request)
 
     return cors
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the CORS headers of an allowed origin, on every response as its
+    headers are sent, streamed ones included (a live feed's headers leave before its handler
+    returns, so a middleware adding them afterwards would be too late)."""
+    origin = request.get(_ORIGIN)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+        response.headers["Vary"] = "Origin"

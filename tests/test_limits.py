@@ -130,6 +130,16 @@ async def test_cors_is_off_by_default_and_configurable(
     assert denied.status == 403
     ok = await api.client.get("/healthz", headers={"Origin": "https://app.example"})
     assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    # a streamed response (the live feed) sends its headers before its handler returns
+    session_id = (await api.create(type="stream", content_type=RAW_S16))["session_id"]
+    await api.readonly(session_id)
+    feed = await api.client.get(
+        f"/api/v1/audio_sessions/{session_id}/sse", headers={"Origin": "https://app.example"}
+    )
+    assert feed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "event: end" in await feed.text()
+    other = await api.client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 async def test_silence_gate_skips_the_model_for_quiet_windows(
