@@ -1,8 +1,8 @@
 """``create_app(settings)``: the whole server, assembled with aiohttp cleanup contexts so that
 start-up happens in order and teardown in reverse, only for what started.
 
-Order: store -> model (loaded and warmed) -> scheduler and engine -> sessions recovered ->
-inactivity sweeper.
+Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
+recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper).
 """
 
 from __future__ import annotations
@@ -27,7 +27,18 @@ from models.yamnet.labels import load_class_map
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
-from server.appkeys import ENGINE_STATE, EVENTS, METRICS, SERVICE, SETTINGS, EngineState
+from server.appkeys import (
+    BLOBS,
+    ENGINE_STATE,
+    EVENTS,
+    KEYS,
+    MEDIA,
+    METRICS,
+    SERVICE,
+    SETTINGS,
+    STORE,
+    EngineState,
+)
 from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
@@ -37,10 +48,15 @@ from server.errors import error_middleware
 from server.event_reads import EventReads
 from server.handlers import routes
 from server.logredact import install_redaction
+from server.media.grants import UploadSigner
+from server.media.repository import SqliteMediaRepository
+from server.media.routes import media_routes
+from server.media.service import MediaService
 from server.metrics import Metrics, metrics_middleware
 from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
+from server.storage.factory import make_blob_store
 from server.store import Store, StoreThread
 from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
 from server.webhooks import WebhookDispatcher
@@ -65,9 +81,12 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[ENGINE_STATE] = EngineState()
     app.add_routes(routes)
+    app.add_routes(media_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
+    app.cleanup_ctx.append(_blob_context)
     app.cleanup_ctx.append(_server_context)
+    app.cleanup_ctx.append(_media_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 
@@ -84,6 +103,8 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     token_key = store.secret("next_token_key")
     store_thread = StoreThread(store, reader=Store(settings.db_path, read_only=True))
     keys = KeyDirectory(settings.db_path)
+    app[STORE] = store_thread
+    app[KEYS] = keys
     infer_executor = ThreadPoolExecutor(
         settings.inference_workers, thread_name_prefix="tympan-infer"
     )
@@ -201,6 +222,38 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
         sys.setswitchinterval(previous_switch_interval)
         store_thread.close()
         log.info("store closed")
+
+
+async def _blob_context(app: web.Application) -> AsyncIterator[None]:
+    """The blob store of ``TYMPAN_BLOB_STORE``; it opens nothing until first used."""
+    blobs = make_blob_store(app[SETTINGS])
+    app[BLOBS] = blobs
+    try:
+        yield
+    finally:
+        await blobs.close()
+
+
+_MEDIA_SECRET = "media_upload_key"
+
+
+async def _media_context(app: web.Application) -> AsyncIterator[None]:
+    """The Media API over the blob store and the store, and its retention sweeper. Expiry
+    lives in the repository, so a restarted server sweeps what the previous one left."""
+    settings, store = app[SETTINGS], app[STORE]
+    repository = SqliteMediaRepository(store)
+    await repository.prepare()
+    secret = await store.write(lambda s: s.secret(_MEDIA_SECRET))
+    media = MediaService(settings, app[KEYS], app[BLOBS], repository, UploadSigner(secret))
+    app[MEDIA] = media
+    interval_s = max(1.0, min(300.0, settings.media_retention_s / 10))
+    sweeper = asyncio.create_task(media.run_sweeper(interval_s), name="media-retention-sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 async def _end_live_feeds(app: web.Application) -> None:

@@ -11,10 +11,25 @@ from server.config import Settings
 from server.metrics import Metrics
 
 if TYPE_CHECKING:
+    from server.auth import KeyDirectory
     from server.event_reads import EventReads
+    from server.media.service import MediaService
     from server.service import SessionService
+    from server.storage import BlobStore
+    from server.store import StoreThread
 
-__all__ = ["ENGINE_STATE", "EVENTS", "METRICS", "SERVICE", "SETTINGS", "EngineState"]
+__all__ = [
+    "BLOBS",
+    "ENGINE_STATE",
+    "EVENTS",
+    "KEYS",
+    "MEDIA",
+    "METRICS",
+    "SERVICE",
+    "SETTINGS",
+    "STORE",
+    "EngineState",
+]
 
 
 @dataclass
@@ -35,3 +50,7 @@ SERVICE: web.AppKey[SessionService] = web.AppKey("service")
 EVENTS: web.AppKey[EventReads] = web.AppKey("events")
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
 METRICS = web.AppKey("metrics", Metrics)
+BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs")
+STORE: web.AppKey[StoreThread] = web.AppKey("store")
+KEYS: web.AppKey[KeyDirectory] = web.AppKey("keys")
+MEDIA: web.AppKey[MediaService] = web.AppKey("media")

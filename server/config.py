@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
+from server.storage.base import MAX_PRESIGN_EXPIRY_S
 from server.storage.s3_config import (
     ADDRESSING_STYLES,
     DEFAULT_PART_BYTES,
@@ -101,6 +102,11 @@ class Settings:
     s3_secret_access_key: str | None = field(default=None, repr=False)
     s3_addressing_style: str = "path"
     s3_part_bytes: int = DEFAULT_PART_BYTES  # memory per upload in flight
+    # Media (issue 14): how long a pre-signed upload URL works, the largest upload it allows,
+    # and how long an uploaded object is kept before the sweeper removes it.
+    media_url_expiry_s: int = 3600
+    media_max_bytes: int = 1024**3
+    media_retention_s: float = 48 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -160,6 +166,22 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         self._validate_blob_store()
+        self._validate_media()
+
+    def _validate_media(self) -> None:
+        if not 1 <= self.media_url_expiry_s <= MAX_PRESIGN_EXPIRY_S:
+            raise ConfigError(
+                f"{_env('media_url_expiry_s')} must be 1..{MAX_PRESIGN_EXPIRY_S} "
+                f"(seconds; S3 signs for at most 7 days), got {self.media_url_expiry_s}"
+            )
+        if self.media_max_bytes < 1:
+            raise ConfigError(
+                f"{_env('media_max_bytes')} must be at least 1, got {self.media_max_bytes}"
+            )
+        if not self.media_retention_s > 0:
+            raise ConfigError(
+                f"{_env('media_retention_s')} must be positive, got {self.media_retention_s}"
+            )
 
     def _validate_blob_store(self) -> None:
         if self.blob_store not in BLOB_STORES:

@@ -17,7 +17,7 @@ from server.auth import presented_key
 from server.errors import json_response
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-__all__ = ["routes"]
+__all__ = ["read_small_body", "routes"]
 
 routes = web.RouteTableDef()
 API = "/api/v1"
@@ -40,7 +40,8 @@ async def _body(request: web.Request, limit_bytes: int | None = None) -> object:
     return decode_body(raw, request.headers.get("Content-Type"), settings.max_json_depth)
 
 
-def _small_body(request: web.Request) -> Awaitable[object]:
+def read_small_body(request: web.Request) -> Awaitable[object]:
+    """A JSON (or msgpack) body other than an audio chunk, within ``max_json_bytes``."""
     return _body(request, request.app[SETTINGS].max_json_bytes)
 
 
@@ -85,7 +86,7 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.post(API + "/audio_sessions/")
 async def create_session(request: web.Request) -> web.Response:
     created = await request.app[SERVICE].create(
-        presented_key(request.headers), await _small_body(request)
+        presented_key(request.headers), await read_small_body(request)
     )
     return json_response(request, created.to_dict())
 
@@ -119,7 +120,9 @@ async def official_tags(request: web.Request) -> web.Response:
 @routes.patch(API + "/audio_sessions/{session_id}")
 async def update_session(request: web.Request) -> web.Response:
     await request.app[SERVICE].update(
-        request.match_info["session_id"], presented_key(request.headers), await _small_body(request)
+        request.match_info["session_id"],
+        presented_key(request.headers),
+        await read_small_body(request),
     )
     return web.Response(status=204)
 

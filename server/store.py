@@ -265,6 +265,11 @@ class Store:
         busy, log_frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(busy), int(log_frames), int(copied)
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One statement for a repository module that keeps its own tables in this database
+        (``server.media.repository``); it runs on the store thread like every other call."""
+        return self._db.execute(sql, params)
+
     # -- meta -----------------------------------------------------------------------------
 
     def secret(self, name: str, size: int = 32) -> bytes:

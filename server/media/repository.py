@@ -1,0 +1,141 @@
+"""Media metadata behind a repository: who uploaded what, its size and digest, when it expires.
+
+``MediaRepository`` is what callers hold; ``SqliteMediaRepository`` keeps the rows in the
+server's SQLite database, through the store thread (group commit, one writer). A PostgreSQL
+implementation would keep the same contract: ``save`` is an upsert keyed by (team, object key),
+``delete_if_unchanged`` a conditional delete, so two processes sweeping at once remove each row
+once. Expiry lives in the rows, so the sweeper picks up where it left off after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from server.store import Store, StoreThread
+
+__all__ = ["MediaRecord", "MediaRepository", "SqliteMediaRepository"]
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    team: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    created_at_s: float  # epoch seconds
+    expires_at_s: float
+
+
+class MediaRepository(Protocol):
+    async def prepare(self) -> None:
+        """Create what the repository needs (tables); idempotent."""
+        ...
+
+    async def save(self, record: MediaRecord) -> None:
+        """Insert, or replace the record with the same team and object key."""
+        ...
+
+    async def get(self, team: str, object_key: str) -> MediaRecord | None: ...
+
+    async def delete(self, team: str, object_key: str) -> bool:
+        """Remove the record; whether there was one."""
+        ...
+
+    async def expired(self, now_s: float, limit: int) -> list[MediaRecord]:
+        """Up to ``limit`` records whose expiry is at or before ``now_s``, oldest expiry first."""
+        ...
+
+    async def delete_if_unchanged(self, record: MediaRecord) -> bool:
+        """Remove the record only if it is still the one given (not replaced by a newer
+        upload meanwhile); whether it was removed."""
+        ...
+
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS media (
+    team TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (team, object_key)
+) WITHOUT ROWID
+"""
+_INDEX = "CREATE INDEX IF NOT EXISTS media_by_expiry ON media(expires_at)"
+_COLUMNS = "team, object_key, size_bytes, sha256, created_at, expires_at"
+
+
+def _record(row: tuple[object, ...]) -> MediaRecord:
+    team, key, size, digest, created, expires = row
+    return MediaRecord(str(team), str(key), int(size), str(digest), float(created), float(expires))  # type: ignore[call-overload, arg-type]
+
+
+class SqliteMediaRepository:
+    """``MediaRepository`` in the server's SQLite database."""
+
+    def __init__(self, store: StoreThread) -> None:
+        self._store = store
+
+    async def prepare(self) -> None:
+        def create(store: Store) -> None:
+            store.execute(_TABLE)
+            store.execute(_INDEX)
+
+        await self._store.write(create)
+
+    async def save(self, record: MediaRecord) -> None:
+        values = (
+            record.team,
+            record.object_key,
+            record.size_bytes,
+            record.sha256,
+            record.created_at_s,
+            record.expires_at_s,
+        )
+        await self._store.write(
+            lambda store: store.execute(
+                f"INSERT OR REPLACE INTO media({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", values
+            )
+        )
+
+    async def get(self, team: str, object_key: str) -> MediaRecord | None:
+        def read(store: Store) -> MediaRecord | None:
+            row = store.execute(
+                f"SELECT {_COLUMNS} FROM media WHERE team = ? AND object_key = ?",
+                (team, object_key),
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._store.read(read)
+
+    async def delete(self, team: str, object_key: str) -> bool:
+        def remove(store: Store) -> bool:
+            cursor = store.execute(
+                "DELETE FROM media WHERE team = ? AND object_key = ?", (team, object_key)
+            )
+            return cursor.rowcount > 0
+
+        return await self._store.write(remove)
+
+    async def expired(self, now_s: float, limit: int) -> list[MediaRecord]:
+        def read(store: Store) -> list[MediaRecord]:
+            rows = store.execute(
+                f"SELECT {_COLUMNS} FROM media WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+                (now_s, limit),
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        return await self._store.read(read)
+
+    async def delete_if_unchanged(self, record: MediaRecord) -> bool:
+        def remove(store: Store) -> bool:
+            cursor = store.execute(
+                "DELETE FROM media WHERE team = ? AND object_key = ? AND created_at = ? "
+                "AND sha256 = ?",
+                (record.team, record.object_key, record.created_at_s, record.sha256),
+            )
+            return cursor.rowcount > 0
+
+        return await self._store.write(remove)
