@@ -69,6 +69,8 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
                 chunk = await request.content.readany()
         except TimeoutError:
             raise RequestTimeout(f"no upload data for {idle_s:g} s") from None
+        except OSError:  # the client went away; nothing is published
+            raise BadRequest(f"the connection dropped after {received} bytes") from None
         if not chunk:
             break
         received += len(chunk)
