@@ -49,11 +49,17 @@ serve: setup
 	$(VENV)/bin/tympan serve
 
 # Test-only system tools from Debian's packages: espeak-ng speaks the test sentences, openssl
-# makes the TLS test's certificate, qemu-user runs the model as an AVX2-only CPU would.
+# makes the TLS test's certificate, qemu-user runs the model as an AVX2-only CPU would; node
+# runs pyannoteAI's TypeScript media example with axios and tsx (pinned in tests/node/).
 test-deps:
 	$(call apt_install,espeak-ng,command -v espeak-ng)
 	$(call apt_install,openssl,command -v openssl)
 	$(call apt_install,qemu-user,command -v qemu-x86_64)
+	$(call apt_install,nodejs npm,command -v npm)
+	@if [ ! -f tests/node/node_modules/.package-lock.json ] || \
+	    [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then \
+	  npm ci --prefix tests/node --ignore-scripts --no-audit --no-fund; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -60,6 +60,18 @@ async def client(
     yield await aiohttp_client(create_app(settings))
 
 
+@pytest.fixture
+def media_settings(settings: Settings) -> Settings:
+    return settings.replace(fsync=False, media_max_bytes=1024 * 1024)
+
+
+@pytest.fixture
+async def media_client(
+    aiohttp_client: Callable[..., Any], media_settings: Settings, api_key: str
+) -> AsyncIterator[TestClient]:
+    yield await aiohttp_client(create_app(media_settings))
+
+
 def s16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 

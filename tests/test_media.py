@@ -52,18 +52,6 @@ def upload_audio_file(host: str, input_path: Path, object_key: str, api_key: str
     uploaded.raise_for_status()
 
 
-@pytest.fixture
-def media_settings(settings: Settings) -> Settings:
-    return settings.replace(fsync=False, media_max_bytes=1024 * 1024)
-
-
-@pytest.fixture
-async def media_client(
-    aiohttp_client: Callable[..., Any], media_settings: Settings, api_key: str
-) -> AsyncIterator[TestClient]:
-    yield await aiohttp_client(create_app(media_settings))
-
-
 def host_of(client: TestClient) -> str:
     return str(client.make_url("")).rstrip("/")
 
