@@ -67,7 +67,7 @@ class MediaObject:
 
     object_key: str
     size_bytes: int
-    sha256: str
+    sha256: str | None  # None for an object uploaded straight to S3
     created_at_s: float
     expires_at_s: float
 

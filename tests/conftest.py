@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from server.app import create_app
 from server.config import Settings
 from server.keys import generate_key, hash_key
 from server.store import Store
+from tests.seaweedfs import SeaweedFS
 
 SAMPLE_RATE_HZ = 16_000
 RAW_S16 = "audio/x-raw; rate=16000; format=s16le"
@@ -58,6 +59,17 @@ async def client(
     aiohttp_client: Callable[..., Any], settings: Settings, api_key: str
 ) -> AsyncIterator[TestClient]:
     yield await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real S3-compatible service for the whole run, started when a test first needs it."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

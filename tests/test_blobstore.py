@@ -12,7 +12,7 @@ import hashlib
 import os
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -64,16 +64,6 @@ BAD_KEYS = [
     "a/" * 512 + "b",
 ]
 BAD_PREFIXES = ["/", "/a", "a//", "../", "a/../b", "a\\", "a\x00", ".in", "a/.in"]
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from server.appkeys import MEDIA
 from server.config import ConfigError, Settings
 from server.media.grants import UploadGrant
 from server.storage.local import INCOMING_DIR
+from tests.seaweedfs import SeaweedFS
 
 AUDIO = os.urandom(300_000)
 LIMIT_BYTES = 64 * 1024
@@ -346,3 +348,51 @@ def test_media_settings_come_from_the_environment() -> None:
     )
     assert (settings.media_url_expiry_s, settings.media_max_bytes) == (60, 1000)
     assert settings.media_retention_s == 0.5
+
+
+async def test_with_s3_the_client_uploads_to_the_service_itself(
+    aiohttp_client: Callable[..., Any],
+    settings: Settings,
+    api_key: str,
+    other_key: str,
+    seaweedfs: SeaweedFS,
+    tmp_path: Path,
+) -> None:
+    """The same client code against a server keeping media in S3 (SeaweedFS checks the
+    SigV4 signature): the URL points at the service, and tympan records the object when it is
+    first asked about; the retention sweep removes recorded and unrecorded objects alike."""
+    s3 = seaweedfs.config()
+    client = await aiohttp_client(
+        create_app(
+            settings.replace(
+                blob_store="s3",
+                s3_endpoint_url=s3.endpoint_url,
+                s3_bucket=s3.bucket,
+                s3_region=s3.region,
+                s3_access_key_id=s3.access_key_id,
+                s3_secret_access_key=s3.secret_access_key,
+            )
+        )
+    )
+    object_key = f"s3test-{uuid.uuid4().hex}/call.wav"
+    audio_path = tmp_path / "audio.wav"
+    audio_path.write_bytes(AUDIO)
+    url = await presign(client, api_key, object_key)
+    assert url.startswith(f"{seaweedfs.endpoint_url}/")
+    await asyncio.to_thread(upload_audio_file, host_of(client), audio_path, object_key, api_key)
+    info = await describe(client, api_key, object_key)
+    assert info["size_bytes"] == len(AUDIO) and info["sha256"] is None
+    await describe(client, other_key, object_key, expect=404)
+
+    deleted = object_key.replace("call.wav", "deleted-unasked.wav")
+    await asyncio.to_thread(upload_audio_file, host_of(client), audio_path, deleted, api_key)
+    response = await client.delete(f"/v1/media/{deleted}", headers=bearer(api_key))
+    assert response.status == 204
+    await describe(client, api_key, deleted, expect=404)
+
+    unrecorded = object_key.replace("call.wav", "never-asked.wav")
+    await asyncio.to_thread(upload_audio_file, host_of(client), audio_path, unrecorded, api_key)
+    later_s = datetime.fromisoformat(info["expires_at"]).timestamp() + 3600
+    assert await client.server.app[MEDIA].sweep(now_s=later_s) >= 2
+    await describe(client, api_key, object_key, expect=404)
+    await describe(client, api_key, unrecorded, expect=404)

@@ -33,6 +33,7 @@ from server.storage import (
     team_key,
     validate_key,
 )
+from server.storage.keys import TEAMS_PREFIX
 
 __all__ = ["UPLOAD_CONTENT_TYPE", "UPLOAD_ROUTE", "MediaService"]
 
@@ -139,17 +140,44 @@ class MediaService:
 
     async def describe(self, key: str | None, raw_object_key: str) -> MediaObject:
         team = self._team(key)
-        record = await self._repository.get(team, _object_key(raw_object_key))
+        object_key = _object_key(raw_object_key)
+        record = await self._repository.get(team, object_key)
+        if record is None:
+            record = await self._record_direct_upload(team, object_key)
         if record is None or record.expires_at_s <= self._clock():
             raise NotFound("no media under this object key")
         return _wire(record)
 
+    async def _record_direct_upload(self, team: str, object_key: str) -> MediaRecord | None:
+        """An object uploaded straight to the blob store (an S3 pre-signed URL) has no record
+        until it is first asked about: record it then, or remove it if it is over the size
+        limit, which S3's pre-signed PUT cannot enforce. Its digest is unknown ("")."""
+        info = await self._blobs.stat(team_key(team, object_key))
+        if info is None:
+            return None
+        if info.size_bytes > self._settings.media_max_bytes:
+            await self._blobs.delete(info.key)
+            return None
+        created_at_s = info.created_at.timestamp()
+        record = MediaRecord(
+            team,
+            object_key,
+            info.size_bytes,
+            "",
+            created_at_s,
+            created_at_s + self._settings.media_retention_s,
+        )
+        await self._repository.save(record)
+        return record
+
     async def delete(self, key: str | None, raw_object_key: str) -> None:
         team = self._team(key)
         object_key = _object_key(raw_object_key)
-        if not await self._repository.delete(team, object_key):
+        blob_key = team_key(team, object_key)
+        recorded = await self._repository.delete(team, object_key)
+        if not recorded and await self._blobs.stat(blob_key) is None:
             raise NotFound("no media under this object key")
-        await self._blobs.delete(team_key(team, object_key))
+        await self._blobs.delete(blob_key)
 
     async def sweep(self, now_s: float | None = None) -> int:
         """Remove every expired object (bytes, then its record); returns how many went."""
@@ -163,6 +191,23 @@ class MediaService:
                     removed += 1
             if len(batch) < _SWEEP_BATCH:
                 break
+        return removed + await self._sweep_unrecorded(now_s)
+
+    async def _sweep_unrecorded(self, now_s: float) -> int:
+        """Objects past retention that no live record covers: direct (S3) uploads never asked
+        about, and bytes a crash published just before their record was written."""
+        cutoff_s = now_s - self._settings.media_retention_s
+        removed = 0
+        async for info in self._blobs.list_blobs(TEAMS_PREFIX):
+            if info.created_at.timestamp() > cutoff_s:
+                continue
+            team, _, object_key = info.key.removeprefix(TEAMS_PREFIX).partition("/")
+            record = await self._repository.get(team, object_key)
+            if record is None or record.expires_at_s <= now_s:
+                await self._blobs.delete(info.key)
+                if record is not None:
+                    await self._repository.delete_if_unchanged(record)
+                removed += 1
         return removed
 
     async def run_sweeper(self, interval_s: float) -> None:
@@ -180,7 +225,7 @@ def _wire(record: MediaRecord) -> MediaObject:
     return MediaObject(
         record.object_key,
         record.size_bytes,
-        record.sha256,
+        record.sha256 or None,
         record.created_at_s,
         record.expires_at_s,
     )

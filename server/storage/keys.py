@@ -21,6 +21,7 @@ from server.storage.errors import InvalidBlobKey
 __all__ = [
     "MAX_KEY_CHARS",
     "MAX_SEGMENT_CHARS",
+    "TEAMS_PREFIX",
     "is_key_segment",
     "team_key",
     "team_prefix",
@@ -32,6 +33,7 @@ MAX_KEY_CHARS = 1024  # S3's limit, in UTF-8 bytes; the alphabet is ASCII
 MAX_SEGMENT_CHARS = 255  # the usual filesystem limit on one name
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 _TEAMS = "teams"
+TEAMS_PREFIX = _TEAMS + "/"  # every team's objects: list it to walk them all
 
 
 def validate_key(key: str) -> str:
