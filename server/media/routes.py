@@ -13,6 +13,7 @@ from server.appkeys import MEDIA, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
 from server.handlers import read_small_body
+from server.media.service import UPLOAD_ROUTE
 
 __all__ = ["media_routes"]
 
@@ -33,7 +34,7 @@ async def create_input(request: web.Request) -> web.Response:
     return json_response(request, upload.to_dict(), status=201)
 
 
-@media_routes.put("/v1/media/upload/{token}")
+@media_routes.put(UPLOAD_ROUTE + "{token}")
 async def upload(request: web.Request) -> web.Response:
     """No API key: the signed URL is the capability."""
     uploaded = await request.app[MEDIA].upload(
