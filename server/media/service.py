@@ -212,13 +212,13 @@ class MediaService:
 
     async def run_sweeper(self, interval_s: float) -> None:
         while True:
+            await asyncio.sleep(interval_s)  # not during start-up: expiry waits in the rows
             try:
                 removed = await self.sweep()
                 if removed:
                     log.info("media retention: removed %d expired objects", removed)
             except Exception:
                 log.exception("media retention sweep failed")
-            await asyncio.sleep(interval_s)
 
 
 def _wire(record: MediaRecord) -> MediaObject:
