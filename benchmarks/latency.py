@@ -21,7 +21,6 @@ from typing import Any
 
 from benchmarks.harness.audio import (
     FILE_CHUNK_BYTES,
-    RAW_CONTENT_TYPE,
     SAMPLE_RATE_HZ,
     WAV_CONTENT_TYPE,
     ChunkBodies,
@@ -30,7 +29,7 @@ from benchmarks.harness.audio import (
     wav_file_chunks,
 )
 from benchmarks.harness.load import LoadConfig, run_load
-from benchmarks.harness.report import format_table, git_info, machine_info, plot, write_json
+from benchmarks.harness.report import format_table, plot, result_header, write_json
 from benchmarks.harness.server import ServerHandle, open_server
 from benchmarks.harness.stats import run_passes, summarize_run
 
@@ -86,35 +85,22 @@ class Benchmark:
         self.file_bodies, self.file_samples = wav_file_chunks(
             clip, args.file_seconds, args.transport
         )
-        self.result: dict[str, Any] = {
-            "schema": SCHEMA,
-            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
-            "config": {
-                key: str(value) if isinstance(value, Path) else value
-                for key, value in vars(args).items()
-                if key != "api_key"
-            },
-            "machine": machine_info(),
-            "git": git_info(),
-            "server": {
-                "managed": server.managed,
-                "env": server.env,
-                "cpu_measured": server.pid is not None,
-                "peak_rss_mib": None,
-            },
-            "audio": {
-                "clip_s": clip.shape[0] / SAMPLE_RATE_HZ,
-                "sources": "espeak-ng speech, 440+880 Hz modulated tone, white noise",
-                "stream_content_type": RAW_CONTENT_TYPE,
-                "stream_chunk_s": 0.5,
+        self.result: dict[str, Any] = result_header(
+            SCHEMA, "benchmarks.latency", args, server, clip.shape[0] / SAMPLE_RATE_HZ
+        )
+        self.result["audio"].update(
+            {
                 "file_content_type": WAV_CONTENT_TYPE,
                 "file_chunk_bytes": FILE_CHUNK_BYTES,
                 "file_chunks": len(self.file_bodies),
-            },
-            "runs": [],
-            "sweep": None,
-        }
+            }
+        )
+        self.result.update(
+            {
+                "runs": [],
+                "sweep": None,
+            }
+        )
 
     async def run(self, streams: int) -> dict[str, Any]:
         config = LoadConfig(

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.audio import RAW_CONTENT_TYPE, SAMPLE_RATE_HZ, encode_bodies, make_clip
+from benchmarks.harness.audio import SAMPLE_RATE_HZ, encode_bodies, make_clip
 from benchmarks.harness.load import LoadConfig
 from benchmarks.harness.reader_report import format_reader_table, plot_readers
 from benchmarks.harness.reader_stats import summarize_readers
 from benchmarks.harness.readers import reader_kinds, run_readers
-from benchmarks.harness.report import git_info, machine_info, write_json
+from benchmarks.harness.report import result_header, write_json
 from benchmarks.harness.server import ServerHandle, open_server
 
 __all__ = ["main"]
@@ -90,38 +90,21 @@ class Benchmark:
         clip = make_clip()
         self.bodies = encode_bodies(clip, args.transport)
         kinds = reader_kinds(args.streams, args.sse_share)
-        self.result: dict[str, Any] = {
-            "schema": SCHEMA,
-            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m benchmarks.sse_latency", *sys.argv[1:]]),
-            "config": {
-                key: str(value) if isinstance(value, Path) else value
-                for key, value in vars(args).items()
-                if key != "api_key"
-            },
-            "machine": machine_info(),
-            "git": git_info(),
-            "server": {
-                "managed": server.managed,
-                "env": server.env,
-                "cpu_measured": server.pid is not None,
-                "peak_rss_mib": None,
-            },
-            "audio": {
-                "clip_s": clip.shape[0] / SAMPLE_RATE_HZ,
-                "sources": "espeak-ng speech, 440+880 Hz modulated tone, white noise",
-                "stream_content_type": RAW_CONTENT_TYPE,
-                "stream_chunk_s": 0.5,
-            },
-            "readers": {
-                "sse_streams": kinds.count("sse"),
-                "poll_streams": kinds.count("poll"),
-                "assignment": "interleaved by stream index",
-                "latency": "chunk acknowledged (client-side) -> window received; "
-                "also from chunk sent",
-            },
-            "runs": [],
-        }
+        self.result: dict[str, Any] = result_header(
+            SCHEMA, "benchmarks.sse_latency", args, server, clip.shape[0] / SAMPLE_RATE_HZ
+        )
+        self.result.update(
+            {
+                "readers": {
+                    "sse_streams": kinds.count("sse"),
+                    "poll_streams": kinds.count("poll"),
+                    "assignment": "interleaved by stream index",
+                    "latency": "chunk acknowledged (client-side) -> window received; "
+                    "also from chunk sent",
+                },
+                "runs": [],
+            }
+        )
 
     async def run_all(self) -> None:
         config = LoadConfig(

@@ -4,14 +4,17 @@ on stdout."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.audio import RAW_CONTENT_TYPE
 from benchmarks.machine import machine_info
 
-__all__ = ["format_table", "git_info", "machine_info", "plot", "write_json"]
+__all__ = ["format_table", "git_info", "machine_info", "plot", "result_header", "write_json"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +32,37 @@ def git_info() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def result_header(
+    schema: str, module: str, args: Any, server: Any, clip_s: float
+) -> dict[str, Any]:
+    """What every harness result starts with: the command that reproduces it, its settings,
+    the machine, the code, the server and the common audio."""
+    return {
+        "schema": schema,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
+        "config": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+            if key != "api_key"
+        },
+        "machine": machine_info(),
+        "git": git_info(),
+        "server": {
+            "managed": server.managed,
+            "env": server.env,
+            "cpu_measured": server.pid is not None,
+            "peak_rss_mib": None,
+        },
+        "audio": {
+            "clip_s": clip_s,
+            "sources": "espeak-ng speech, 440+880 Hz modulated tone, white noise",
+            "stream_content_type": RAW_CONTENT_TYPE,
+            "stream_chunk_s": 0.5,
+        },
+    }
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
