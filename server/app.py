@@ -2,7 +2,8 @@
 start-up happens in order and teardown in reverse, only for what started.
 
 Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
-recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper).
+recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
+(repository, expired leases requeued, runner, webhooks, output sweeper).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
 from server.appkeys import (
     BLOBS,
+    ENGINE,
     ENGINE_STATE,
     EVENTS,
+    JOBS,
     KEYS,
     MEDIA,
     METRICS,
@@ -47,6 +50,12 @@ from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
 from server.handlers import routes
+from server.jobs.repository import SqliteJobRepository
+from server.jobs.routes import job_routes
+from server.jobs.runner import JobRunner
+from server.jobs.service import JobService, view
+from server.jobs.sound_events import SoundEventsJob
+from server.jobs.webhooks import JobWebhooks
 from server.logredact import install_redaction
 from server.media.grants import UploadSigner
 from server.media.repository import SqliteMediaRepository
@@ -82,11 +91,13 @@ def create_app(settings: Settings) -> web.Application:
     app[ENGINE_STATE] = EngineState()
     app.add_routes(routes)
     app.add_routes(media_routes)
+    app.add_routes(job_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_blob_context)
     app.cleanup_ctx.append(_server_context)
     app.cleanup_ctx.append(_media_context)
+    app.cleanup_ctx.append(_jobs_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 
@@ -170,6 +181,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             official_tags(class_map),
         )
         app[SERVICE] = service
+        app[ENGINE] = engine
         webhooks = WebhookDispatcher(settings, store_thread, engine, metrics)
         service.webhooks = webhooks
         app[EVENTS] = EventReads(
@@ -254,6 +266,50 @@ async def _media_context(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+
+
+_JOB_WEBHOOK_SECRET = "job_webhook_key"
+
+
+async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Jobs on media. Jobs live in the repository: at start-up the ones a stopped process left
+    running (their lease expired) are pending again before the runner claims any."""
+    settings, store, engine = app[SETTINGS], app[STORE], app[ENGINE]
+    repository = SqliteJobRepository(store)
+    await repository.prepare()
+    webhook_key = await store.write(lambda s: s.secret(_JOB_WEBHOOK_SECRET))
+    webhooks = JobWebhooks(settings, repository, webhook_key, lambda job: view(job).to_dict())
+    runner = JobRunner(
+        repository,
+        SqliteMediaRepository(store),
+        SoundEventsJob(engine, app[BLOBS]),
+        workers=settings.job_workers,
+        lease_s=settings.job_lease_s,
+        output_retention_s=settings.job_output_retention_s,
+        on_finished=webhooks.wake,
+    )
+    jobs = JobService(
+        app[MEDIA],
+        repository,
+        engine.tagger,
+        engine.config.window_seconds,
+        webhook_key,
+        on_created=runner.wake,
+    )
+    app[JOBS] = jobs
+    await runner.requeue_expired()
+    runner.start()
+    webhooks.start()
+    interval_s = max(1.0, min(300.0, settings.job_output_retention_s / 10))
+    sweeper = asyncio.create_task(jobs.run_output_sweeper(interval_s), name="job-output-sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await runner.close()
+        await webhooks.close()
 
 
 async def _end_live_feeds(app: web.Application) -> None:

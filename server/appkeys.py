@@ -12,7 +12,9 @@ from server.metrics import Metrics
 
 if TYPE_CHECKING:
     from server.auth import KeyDirectory
+    from server.engine import InferenceEngine
     from server.event_reads import EventReads
+    from server.jobs.service import JobService
     from server.media.service import MediaService
     from server.service import SessionService
     from server.storage import BlobStore
@@ -20,8 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOBS",
+    "ENGINE",
     "ENGINE_STATE",
     "EVENTS",
+    "JOBS",
     "KEYS",
     "MEDIA",
     "METRICS",
@@ -54,3 +58,5 @@ BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs")
 STORE: web.AppKey[StoreThread] = web.AppKey("store")
 KEYS: web.AppKey[KeyDirectory] = web.AppKey("keys")
 MEDIA: web.AppKey[MediaService] = web.AppKey("media")
+JOBS: web.AppKey[JobService] = web.AppKey("jobs")
+ENGINE: web.AppKey[InferenceEngine] = web.AppKey("engine")

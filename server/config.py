@@ -107,6 +107,12 @@ class Settings:
     media_url_expiry_s: int = 3600
     media_max_bytes: int = 1024**3
     media_retention_s: float = 48 * 3600.0
+    # Jobs on media (issue 14): how long a finished job's output is kept, how long a worker's
+    # lease on a running job lasts without renewal (a dead worker's job runs again after it),
+    # and how many jobs run at once (their windows queue below live streams).
+    job_output_retention_s: float = 24 * 3600.0
+    job_lease_s: float = 60.0
+    job_workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -148,6 +154,7 @@ class Settings:
             "max_connections",
             "webhook_max_attempts",
             "webhook_concurrency",
+            "job_workers",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -178,10 +185,9 @@ class Settings:
             raise ConfigError(
                 f"{_env('media_max_bytes')} must be at least 1, got {self.media_max_bytes}"
             )
-        if not self.media_retention_s > 0:
-            raise ConfigError(
-                f"{_env('media_retention_s')} must be positive, got {self.media_retention_s}"
-            )
+        for name in ("media_retention_s", "job_output_retention_s", "job_lease_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_env(name)} must be positive, got {getattr(self, name)}")
 
     def _validate_blob_store(self) -> None:
         if self.blob_store not in BLOB_STORES:

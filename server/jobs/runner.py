@@ -1,0 +1,165 @@
+"""``JobRunner``: claims pending jobs from the repository, keeps their lease alive while they
+run, and writes each one's terminal status with its output.
+
+A job is never only in memory: a worker that dies leaves its row ``running`` with a lease that
+expires; the next sweep (at start-up, then every lease period) puts it back to ``pending`` and a
+worker runs it again. A job that keeps killing its worker is failed after ``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+from protocol.errors import NotFound
+from protocol.jobs import FAILED, SUCCEEDED, SoundEventsInput
+from server.jobs.repository import JobRecord, JobRepository
+from server.jobs.sound_events import JobFailed, SoundEventsJob
+from server.media.repository import MediaRepository
+
+__all__ = ["MAX_ATTEMPTS", "JobRunner"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+class JobRunner:
+    def __init__(
+        self,
+        repository: JobRepository,
+        media: MediaRepository,
+        analysis: SoundEventsJob,
+        *,
+        workers: int,
+        lease_s: float,
+        output_retention_s: float,
+        on_finished: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._repository = repository
+        self._media = media
+        self._analysis = analysis
+        self._workers = workers
+        self._lease_s = lease_s
+        self._retention_s = output_retention_s
+        self._on_finished = on_finished
+        self._clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._requeue_loop(), name="job-lease-sweeper"))
+
+    def wake(self) -> None:
+        """A job was queued: a waiting worker looks now instead of at its next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def requeue_expired(self) -> int:
+        requeued = await self._repository.requeue_expired(self._clock())
+        if requeued:
+            log.info("jobs: %d whose worker stopped are pending again", requeued)
+            self.wake()
+        return requeued
+
+    async def _requeue_loop(self) -> None:
+        while True:
+            try:
+                await self.requeue_expired()
+            except Exception:
+                log.exception("jobs: lease sweep failed")
+            await asyncio.sleep(self._lease_s)
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                job = await self._repository.claim(self.owner, self._clock(), self._lease_s)
+            except Exception:
+                log.exception("jobs: claim failed")
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._lease_s / 2):
+                        await self._wake.wait()
+                continue
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise  # shutdown: the lease expires and the job runs again after a restart
+            except Exception:
+                log.exception("jobs: job %s failed unexpectedly", job.job_id)
+                await self._finish(job, None, "internal error while analysing the media")
+
+    async def _run(self, job: JobRecord) -> None:
+        if job.attempts > MAX_ATTEMPTS:
+            await self._finish(
+                job, None, f"the server stopped {job.attempts - 1} times while running this job"
+            )
+            return
+        params = SoundEventsInput.from_body(job.input)
+        media = await self._media.get(job.team, params.object_key)
+        if media is None:
+            await self._finish(job, None, "the media was deleted before the job ran")
+            return
+        state = {"progress": 0.0, "mine": True}
+
+        async def heartbeat() -> None:
+            while state["mine"]:
+                await asyncio.sleep(self._lease_s / 3)
+                state["mine"] = await self._repository.renew(
+                    job.job_id, self.owner, self._clock(), self._lease_s, float(state["progress"])
+                )
+
+        async def progress(percent: float) -> bool:
+            state["progress"] = round(percent, 1)
+            return bool(state["mine"])
+
+        beat = asyncio.create_task(heartbeat(), name=f"job-lease-{job.job_id[:8]}")
+        try:
+            output = await self._analysis.run(job.team, params, media.size_bytes, progress)
+        except JobFailed as exc:
+            if state["mine"]:
+                await self._finish(job, None, str(exc))
+            return
+        except NotFound:
+            await self._finish(job, None, "the media was deleted before the job ran")
+            return
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self._finish(job, output, None)
+
+    async def _finish(
+        self, job: JobRecord, output: dict[str, object] | None, error: str | None
+    ) -> None:
+        now_s = self._clock()
+        done = await self._repository.finish(
+            job.job_id,
+            self.owner,
+            now_s,
+            SUCCEEDED if error is None else FAILED,
+            output,
+            error,
+            now_s + self._retention_s if output is not None else None,
+        )
+        if done:
+            self._on_finished()

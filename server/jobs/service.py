@@ -1,0 +1,132 @@
+"""The Jobs API's logic: create a job on a team's media, read, list and cancel the team's jobs,
+and the restart-safe sweep of expired outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from protocol.errors import BadRequest, NotFound
+from protocol.jobs import JOB_HOP_S, JOB_PAGE_MAX, PENDING, SOUND_EVENTS, JobView, SoundEventsInput
+from server.event_log import rules_for
+from server.jobs.repository import JobRecord, JobRepository
+from server.jobs.webhooks import team_webhook_secret
+from server.media.service import MediaService
+from server.tagging import Tagger
+
+__all__ = ["JobService", "view"]
+
+log = logging.getLogger(__name__)
+
+
+def view(record: JobRecord, now_s: float | None = None) -> JobView:
+    now_s = time.time() if now_s is None else now_s
+    output = record.output
+    if record.output_expires_at_s is not None and record.output_expires_at_s <= now_s:
+        output = None
+    return JobView(
+        record.job_id,
+        record.kind,
+        record.status,
+        record.created_at_s,
+        record.updated_at_s,
+        record.progress,
+        output,
+        record.error,
+        record.output_expires_at_s if output is not None else None,
+    )
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+class JobService:
+    def __init__(
+        self,
+        media: MediaService,
+        repository: JobRepository,
+        tagger: Tagger,
+        window_s: float,
+        webhook_key: bytes,
+        on_created: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._media = media
+        self._repository = repository
+        self._tagger = tagger
+        self._window_s = window_s
+        self._webhook_key = webhook_key
+        self._on_created = on_created
+        self._clock = clock
+
+    def _team(self, key: str | None) -> str:
+        return str(self._media.authenticate(key).key_id)
+
+    async def create_sound_events(self, key: str | None, body: object) -> dict[str, Any]:
+        team = self._team(key)
+        params = SoundEventsInput.from_body(body)
+        rules_for(  # 400 naming an unknown tag, before anything is stored
+            self._tagger.labels,
+            self._tagger.thresholds(params.sensitivity),
+            params.events,
+            JOB_HOP_S,
+            self._window_s,
+        )
+        await self._media.describe(key, params.object_key)  # 404: not this team's media
+        now_s = self._clock()
+        record = JobRecord(
+            str(uuid.uuid4()), team, SOUND_EVENTS, params.to_dict(), PENDING, 0.0, now_s, now_s
+        )
+        await self._repository.create(record)
+        self._on_created()
+        return {"jobId": record.job_id, "status": record.status}
+
+    async def get(self, key: str | None, job_id: str) -> dict[str, Any]:
+        record = await self._repository.get(self._team(key), job_id)
+        if record is None:
+            raise NotFound("no job with this id")
+        return view(record, self._clock()).to_dict()
+
+    async def page(self, key: str | None, take: str | None, skip: str | None) -> dict[str, Any]:
+        team = self._team(key)
+        count = _int_param(take, "take", 20, 1, JOB_PAGE_MAX)
+        offset = _int_param(skip, "skip", 0, 0, 2**31)
+        records = await self._repository.page(team, count, offset)
+        now_s = self._clock()
+        return {
+            "items": [view(record, now_s).to_dict() for record in records],
+            "take": count,
+            "skip": offset,
+        }
+
+    async def cancel(self, key: str | None, job_id: str) -> dict[str, Any]:
+        record = await self._repository.cancel(self._team(key), job_id, self._clock())
+        if record is None:
+            raise NotFound("no job with this id")
+        return view(record, self._clock()).to_dict()
+
+    def webhook_secret(self, key: str | None) -> dict[str, str]:
+        return {"secret": team_webhook_secret(self._webhook_key, self._team(key))}
+
+    async def run_output_sweeper(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                removed = await self._repository.expire_outputs(self._clock())
+                if removed:
+                    log.info("job retention: removed %d expired outputs", removed)
+            except Exception:
+                log.exception("job output sweep failed")

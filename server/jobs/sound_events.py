@@ -1,0 +1,147 @@
+"""One sound-events job: the media streamed from the blob store, decoded block by block, its
+windows run through the shared ``BatchScheduler`` below live streams (``live=False``), tags per
+window and the recording's events.
+
+Memory stays bounded by the blob store's chunk, the decoder's state and the output itself: the
+bytes are never held whole (the stream decoders take any chunking), and events are tracked as
+windows arrive instead of keeping every window's probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from protocol.jobs import JOB_HOP_S, SoundEventsInput
+from server.audio import AudioFormat, DecodeError, parse_content_type
+from server.audio.sniff import (
+    ADTS,
+    FLAC,
+    ID3,
+    MP3,
+    MP4,
+    OGG,
+    SNIFF_BYTES,
+    WAV,
+    WEBM,
+    sniff_container,
+)
+from server.engine import InferenceEngine
+from server.event_log import rules_for
+from server.events import EventTracker
+from server.pipeline import AudioPipeline, WindowBatch
+from server.storage import BlobNotFound, BlobStore, team_key
+
+__all__ = ["JobFailed", "SoundEventsJob"]
+
+_MIME_OF = {
+    WAV: "audio/wav",
+    OGG: "audio/ogg",
+    FLAC: "audio/flac",
+    WEBM: "audio/webm",
+    MP4: "audio/mp4",
+    MP3: "audio/mpeg",
+    ID3: "audio/mpeg",
+    ADTS: "audio/aac",
+}
+HOP_S = JOB_HOP_S
+
+Progress = Callable[[float], Awaitable[bool]]
+
+
+class JobFailed(Exception):
+    """The job cannot succeed; the message is the job's ``error``."""
+
+
+def _format(head: bytes) -> AudioFormat:
+    container = sniff_container(head[:SNIFF_BYTES])
+    if container is None:
+        raise JobFailed(
+            "the media is not audio in a supported format (WAV, MP3, Ogg, FLAC, WebM, AAC, MP4)"
+        )
+    return parse_content_type(_MIME_OF[container])
+
+
+class SoundEventsJob:
+    def __init__(self, engine: InferenceEngine, blobs: BlobStore) -> None:
+        self._engine = engine
+        self._blobs = blobs
+
+    async def run(
+        self, team: str, params: SoundEventsInput, size_bytes: int, progress: Progress
+    ) -> dict[str, Any]:
+        """The output ``{"windows": [...], "events": [...]}``; raises ``JobFailed``.
+        ``progress(percent)`` is awaited now and then; it answers False to stop (canceled)."""
+        engine = self._engine
+        tagger = engine.tagger
+        thresholds = tagger.thresholds(params.sensitivity)
+        window_s = engine.config.window_seconds
+        tracker = EventTracker(rules_for(tagger.labels, thresholds, params.events, HOP_S, window_s))
+        windows: list[dict[str, Any]] = []
+        transitions: list[Any] = []
+
+        async def analyse(batch: WindowBatch) -> None:
+            if not len(batch):
+                return
+            probabilities = await self._probabilities(batch)
+            for index, tags in enumerate(
+                tagger.tags(probabilities, thresholds), start=batch.first_index
+            ):
+                windows.append(
+                    {
+                        "start_time": round(index * HOP_S, 3),
+                        "end_time": round(index * HOP_S + window_s, 3),
+                        "tags": [{"name": name, "probability": p} for name, p in tags],
+                    }
+                )
+            transitions.extend(tracker.feed(probabilities))
+
+        pipeline: AudioPipeline | None = None
+        read = 0
+        try:
+            async with self._blobs.open(team_key(team, params.object_key)) as chunks:
+                async for chunk in chunks:
+                    if pipeline is None:
+                        pipeline = AudioPipeline(
+                            _format(chunk),
+                            HOP_S,
+                            engine.config.limits,
+                            prepare=engine.prepare_input,
+                        )
+                    await analyse(await engine.run_blocking(pipeline.feed_chunk, chunk))
+                    read += len(chunk)
+                    if not await progress(min(99.0, 100.0 * read / max(1, size_bytes))):
+                        raise JobFailed("canceled")
+            if pipeline is None:
+                raise JobFailed("the media is empty")
+            await analyse(await engine.run_blocking(pipeline.finish))
+        except BlobNotFound:
+            raise JobFailed("the media was deleted before the job ran") from None
+        except DecodeError as exc:
+            raise JobFailed(f"the media could not be decoded: {exc}") from None
+        if not windows:
+            raise JobFailed("the media holds no audio")
+        transitions.extend(tracker.finish())
+        events = sorted(
+            (t.event for t in transitions if t.kind == "close"),
+            key=lambda e: (e.start_time_s, e.tag, e.event_id),
+        )
+        return {
+            "windows": windows,
+            "events": [event.as_wire() for event in events],
+        }
+
+    async def _probabilities(self, batch: WindowBatch) -> Any:
+        """As a file session computes them: windows under the silence gate skip the model."""
+        engine = self._engine
+        gate = engine.config.silence_gate_dbfs
+        if gate is None or batch.levels_dbfs is None:
+            return await engine.scheduler.submit(batch.patches, live=False)
+        quiet = batch.levels_dbfs < gate
+        result = np.repeat(engine.silence_probabilities[None, :], len(batch), axis=0)
+        if not quiet.all():
+            loud = ~quiet
+            result[loud] = await engine.scheduler.submit(batch.patches[loud], live=False)
+        return result
