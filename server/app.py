@@ -295,6 +295,7 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
         engine.config.window_seconds,
         webhook_key,
         on_created=runner.wake,
+        on_canceled=webhooks.wake,
     )
     app[JOBS] = jobs
     await runner.requeue_expired()

@@ -375,3 +375,17 @@ async def test_outputs_expire(
             await asyncio.sleep(0.1)
     expired = await get_job(client, api_key, created["jobId"])
     assert expired["status"] == "succeeded" and "output" not in expired
+
+
+async def test_a_shutdown_hands_its_running_jobs_back_without_counting_the_attempt(
+    jobs_client: TestClient, api_key: str, speech_wav: bytes
+) -> None:
+    await upload(jobs_client, api_key, SPEECH, speech_wav)
+    repository = SqliteJobRepository(jobs_client.app[STORE])
+    await repository.create(_record("stopping", TEAM, SPEECH, PENDING))
+    assert await _claim_exactly(repository, "stopping", "stopping-worker")
+    assert await repository.release("stopping-worker", time.time()) == 1
+    record = await repository.get(TEAM, "stopping")
+    assert record is not None and record.attempts == 0 and record.lease_owner is None
+    job = await finished(jobs_client, api_key, "stopping")  # this app's runner takes it
+    assert job["status"] == "succeeded"

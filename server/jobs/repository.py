@@ -90,6 +90,10 @@ class JobRepository(Protocol):
         """Running jobs whose lease expired (their worker died) go back to pending."""
         ...
 
+    async def release(self, owner: str, now_s: float) -> int:
+        """The owner's running jobs back to pending, the attempt not counted (a shutdown)."""
+        ...
+
     async def expire_outputs(self, now_s: float) -> int:
         """Drop outputs past their expiry; how many."""
         ...
@@ -307,6 +311,18 @@ class SqliteJobRepository:
             return cursor.rowcount
 
         return await self._store.write(requeue)
+
+    async def release(self, owner: str, now_s: float) -> int:
+        def release(store: Store) -> int:
+            cursor = store.execute(
+                "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                "attempts = MAX(0, attempts - 1), updated_at = ? "
+                "WHERE status = ? AND lease_owner = ?",
+                (PENDING, now_s, RUNNING, owner),
+            )
+            return cursor.rowcount
+
+        return await self._store.write(release)
 
     async def expire_outputs(self, now_s: float) -> int:
         def expire(store: Store) -> int:

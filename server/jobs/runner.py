@@ -66,11 +66,20 @@ class JobRunner:
         self._wake.set()
 
     async def close(self) -> None:
+        """Stop working; the jobs this runner held are pending again at once (a shutdown is
+        not a failed attempt), for the next process to run."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        try:
+            released = await self._repository.release(self.owner, self._clock())
+        except Exception:
+            log.exception("jobs: releasing leases at shutdown failed (they expire instead)")
+        else:
+            if released:
+                log.info("jobs: %d unfinished jobs are pending again", released)
 
     async def requeue_expired(self) -> int:
         requeued = await self._repository.requeue_expired(self._clock())
@@ -124,9 +133,16 @@ class JobRunner:
         async def heartbeat() -> None:
             while state["mine"]:
                 await asyncio.sleep(self._lease_s / 3)
-                state["mine"] = await self._repository.renew(
-                    job.job_id, self.owner, self._clock(), self._lease_s, float(state["progress"])
-                )
+                try:
+                    state["mine"] = await self._repository.renew(
+                        job.job_id,
+                        self.owner,
+                        self._clock(),
+                        self._lease_s,
+                        float(state["progress"]),
+                    )
+                except Exception:  # the next beat tries again; the lease has time left
+                    log.exception("jobs: renewing the lease of %s failed", job.job_id)
 
         async def progress(percent: float) -> bool:
             state["progress"] = round(percent, 1)

@@ -62,6 +62,7 @@ class JobService:
         window_s: float,
         webhook_key: bytes,
         on_created: Callable[[], None],
+        on_canceled: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._media = media
@@ -70,6 +71,7 @@ class JobService:
         self._window_s = window_s
         self._webhook_key = webhook_key
         self._on_created = on_created
+        self._on_canceled = on_canceled
         self._clock = clock
 
     def _team(self, key: str | None) -> str:
@@ -116,6 +118,7 @@ class JobService:
         record = await self._repository.cancel(self._team(key), job_id, self._clock())
         if record is None:
             raise NotFound("no job with this id")
+        self._on_canceled()  # its webhook, if it has one, is due
         return view(record, self._clock()).to_dict()
 
     def webhook_secret(self, key: str | None) -> dict[str, str]:

@@ -31,7 +31,7 @@ from server.audio.sniff import (
 from server.engine import InferenceEngine
 from server.event_log import rules_for
 from server.events import EventTracker
-from server.pipeline import AudioPipeline, WindowBatch
+from server.pipeline import AudioPipeline, WindowBatch, split_batch
 from server.storage import BlobNotFound, BlobStore, team_key
 
 __all__ = ["JobFailed", "SoundEventsJob"]
@@ -47,6 +47,7 @@ _MIME_OF = {
     ADTS: "audio/aac",
 }
 HOP_S = JOB_HOP_S
+_WINDOWS_PER_SUBMIT = 256  # as a file session submits: one chunk never floods the queue
 
 Progress = Callable[[float], Awaitable[bool]]
 
@@ -82,9 +83,11 @@ class SoundEventsJob:
         windows: list[dict[str, Any]] = []
         transitions: list[Any] = []
 
-        async def analyse(batch: WindowBatch) -> None:
-            if not len(batch):
-                return
+        async def analyse(whole: WindowBatch) -> None:
+            for batch in split_batch(whole, _WINDOWS_PER_SUBMIT):
+                await analyse_piece(batch)
+
+        async def analyse_piece(batch: WindowBatch) -> None:
             probabilities = await self._probabilities(batch)
             for index, tags in enumerate(
                 tagger.tags(probabilities, thresholds), start=batch.first_index
@@ -99,11 +102,17 @@ class SoundEventsJob:
             transitions.extend(tracker.feed(probabilities))
 
         pipeline: AudioPipeline | None = None
+        head = b""  # the first bytes, until there are enough to tell the format
         read = 0
         try:
             async with self._blobs.open(team_key(team, params.object_key)) as chunks:
                 async for chunk in chunks:
+                    read += len(chunk)
                     if pipeline is None:
+                        head += chunk
+                        if len(head) < SNIFF_BYTES:
+                            continue
+                        chunk, head = head, b""
                         pipeline = AudioPipeline(
                             _format(chunk),
                             HOP_S,
@@ -111,11 +120,15 @@ class SoundEventsJob:
                             prepare=engine.prepare_input,
                         )
                     await analyse(await engine.run_blocking(pipeline.feed_chunk, chunk))
-                    read += len(chunk)
                     if not await progress(min(99.0, 100.0 * read / max(1, size_bytes))):
                         raise JobFailed("canceled")
             if pipeline is None:
-                raise JobFailed("the media is empty")
+                if not head:
+                    raise JobFailed("the media is empty")
+                pipeline = AudioPipeline(
+                    _format(head), HOP_S, engine.config.limits, prepare=engine.prepare_input
+                )
+                await analyse(await engine.run_blocking(pipeline.feed_chunk, head))
             await analyse(await engine.run_blocking(pipeline.finish))
         except BlobNotFound:
             raise JobFailed("the media was deleted before the job ran") from None
