@@ -66,6 +66,7 @@ from server.runner import OnnxRunner, load_runner
 from server.scheduler import BatchScheduler
 from server.service import SessionService
 from server.storage.factory import make_blob_store
+from server.storage.local import LocalBlobStore
 from server.store import Store, StoreThread
 from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
 from server.webhooks import WebhookDispatcher
@@ -238,8 +239,17 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _blob_context(app: web.Application) -> AsyncIterator[None]:
     """The blob store of ``TYMPAN_BLOB_STORE``; it opens nothing until first used."""
-    blobs = make_blob_store(app[SETTINGS])
+    settings = app[SETTINGS]
+    blobs = make_blob_store(settings)
     app[BLOBS] = blobs
+    if isinstance(blobs, LocalBlobStore):
+        # A crash mid-upload leaves its temporary file; one untouched for longer than a body
+        # may stall is dead whoever wrote it (that writer answered 408 and removed its own).
+        removed = await asyncio.get_running_loop().run_in_executor(
+            None, blobs.remove_stale_uploads, settings.body_read_timeout_s
+        )
+        if removed:
+            log.info("removed %d unfinished uploads left by a crash", removed)
     try:
         yield
     finally:

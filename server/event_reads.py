@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = ["EventReads"]
 
 _LIVE_PAGE = 256  # windows or entries read per trip to the store while catching up
 _REPLAY_PAGE = 4096
+_REPLAYS_KEPT = 8
 
 
 def _wire(row: EventLogRow) -> SoundEvent:
@@ -85,6 +87,7 @@ class EventReads:
         self._window_seconds = window_seconds
         self._stopping = asyncio.Event()
         self._live: dict[str, int] = {}  # session id -> live feeds reading it
+        self._replays: OrderedDict[tuple[str, str, int, bool], list[LogEntry]] = OrderedDict()
 
     @property
     def live_readers(self) -> int:
@@ -196,6 +199,13 @@ class EventReads:
         )
         finished, windows = session.finished, session.results_count
         session_id = session.id
+        # Walking a long recording's log page by page asks for the same replay again and
+        # again (a 4 h file: 28,800 windows, 0.5 s each time here); the last few are kept.
+        cache_key = (session_id, params.canonical(), windows, finished)
+        cached = self._replays.get(cache_key)
+        if cached is not None:
+            self._replays.move_to_end(cache_key)
+            return finished, cached
         stored: list[tuple[int, bytes | None, list[tuple[str, float]]]] = []
         while len(stored) < windows:
             start = len(stored)
@@ -221,7 +231,12 @@ class EventReads:
             )
             return replay_log(rows, rules, finished and len(stored) == windows)
 
-        return finished, await self._engine.run_blocking(derive)
+        entries: list[LogEntry] = await self._engine.run_blocking(derive)
+        if len(stored) == windows:
+            self._replays[cache_key] = entries
+            while len(self._replays) > _REPLAYS_KEPT:
+                self._replays.popitem(last=False)
+        return finished, entries
 
     # -- live -----------------------------------------------------------------------------
 

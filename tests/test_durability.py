@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -302,3 +305,73 @@ async def test_sigkill_mid_event_keeps_the_event_log(
     assert len(keys) == len(set(keys)), log
     closing = [e for e in log if e["id"] == opened["id"] and e["state"] == "closed"]
     assert len(closing) == 1 and closing[0]["start_time"] == opened["start_time"]
+
+
+@pytest.fixture
+def media_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """Uploads may stall 1 s at most, so a crash's leftovers are stale a second later."""
+    process = ServerProcess(
+        tmp_path / "var",
+        env={"TYMPAN_LOG_LEVEL": "WARNING", "TYMPAN_BODY_READ_TIMEOUT_S": "1"},
+    )
+    process.data_dir.mkdir(parents=True)
+    yield process
+    process.kill()
+
+
+async def test_sigkill_keeps_acknowledged_media_and_drops_half_uploads(
+    media_server: ServerProcess,
+) -> None:
+    """An upload answered 200 survives SIGKILL whole (its sha256 still matches); an upload
+    cut by the kill is not visible after the restart, and its temporary bytes are removed
+    (once older than the body read timeout: no live upload stalls that long)."""
+    server = media_server
+    key = make_key(server.data_dir, "media")
+    headers = {"Authorization": f"Bearer {key}"}
+    done = os.urandom(300_000)
+    server.start(wait=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        urls = {}
+        for name in ("done.bin", "cut.bin"):
+            status, body = await call(
+                http,
+                "POST",
+                f"{server.url}/v1/media/input",
+                json={"url": f"media://kill/{name}"},
+                headers=headers,
+            )
+            assert status == 201, body
+            urls[name] = body["url"]
+        status, body = await call(http, "PUT", urls["done.bin"], data=done)
+        assert status == 200 and body["sha256"] == hashlib.sha256(done).hexdigest(), body
+        target = urlsplit(urls["cut.bin"])
+        reader, writer = await asyncio.open_connection(target.hostname, target.port)
+        writer.write(
+            f"PUT {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 5000000\r\n\r\n".encode()
+            + os.urandom(1_000_000)
+        )
+        await writer.drain()
+        incoming = server.data_dir / "blobs" / ".incoming"
+        async with asyncio.timeout(30):  # the cut upload is being written when the kill comes
+            while not incoming.is_dir() or not any(incoming.iterdir()):
+                await asyncio.sleep(0.02)
+        server.signal(signal.SIGKILL)
+        writer.transport.abort()
+        del reader
+
+    await asyncio.sleep(1.5)  # the temporary file is now older than any live upload's stall
+    server.start(wait=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        status, body = await call(
+            http, "GET", f"{server.url}/v1/media/kill/done.bin", headers=headers
+        )
+        assert status == 200 and body["size_bytes"] == len(done), body
+        assert body["sha256"] == hashlib.sha256(done).hexdigest()
+        status, body = await call(
+            http, "GET", f"{server.url}/v1/media/kill/cut.bin", headers=headers
+        )
+        assert status == 404, body
+    stored = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]
+    assert [p.read_bytes() == done for p in stored if ".incoming" not in p.parts] == [True]
+    assert not any(".incoming" in p.parts for p in stored), "the half upload's bytes remain"

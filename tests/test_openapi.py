@@ -24,6 +24,7 @@ from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
+from protocol.media_openapi import media_openapi_document
 from protocol.messages import parse_window_hop
 from protocol.openapi import openapi_document
 from server.app import create_app
@@ -473,3 +474,17 @@ async def test_served_document_is_this_document(client: TestClient) -> None:
         pytest.skip("GET /api/v1/openapi.json is not wired yet")
     assert response.status == 200
     assert await response.json() == openapi_document()
+
+
+def test_media_document_is_valid_openapi_30() -> None:
+    """The /v1 API's own document (GET /v1/openapi.json)."""
+    document = media_openapi_document()
+    OpenAPIV30SpecValidator(document).validate()
+    assert json.loads(json.dumps(document)) == document
+    operations = {
+        op["operationId"]
+        for item in document["paths"].values()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert operations == {"testKey", "createMediaInput", "uploadMedia", "getMedia", "deleteMedia"}

@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from protocol.media_openapi import media_openapi_document
 from protocol.openapi import openapi_document
 from server.app import create_app
 from server.config import Settings
@@ -202,5 +203,58 @@ def test_api_conforms_to_its_document(
             _delete_session(base_url, key, session_id)
         if method == "POST" and path == "/audio_sessions/" and response.status_code == 200:
             _delete_session(base_url, key, response.json()["session_id"])
+
+    check()
+
+
+# -- the pyannoteAI-style API (/v1): its own document ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def media_schema(live: tuple[str, str]) -> Any:
+    base_url, _ = live
+    response = requests.get(_media_base(base_url) + "/openapi.json", timeout=HTTP_TIMEOUT_S)
+    response.raise_for_status()
+    document = response.json()
+    assert document == json.loads(json.dumps(media_openapi_document()))
+    return schemathesis.openapi.from_dict(document)
+
+
+def _media_base(base_url: str) -> str:
+    return base_url.removesuffix("/api/v1") + "/v1"
+
+
+def _media_operations() -> list[tuple[str, str, GenerationMode]]:
+    return [
+        (method.upper(), path, mode)
+        for path, item in media_openapi_document()["paths"].items()
+        for method in item
+        if method != "parameters"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if not (mode is GenerationMode.NEGATIVE and not _has_inputs(item, method))
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), _media_operations())
+def test_media_api_conforms_to_its_document(
+    media_schema: Any, live: tuple[str, str], method: str, path: str, mode: GenerationMode
+) -> None:
+    base_url, key = live
+    operation = media_schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: Any) -> None:
+        case.call_and_validate(
+            base_url=_media_base(base_url),
+            headers={"Authorization": f"Bearer {key}"},
+            checks=CHECKS,
+            timeout=HTTP_TIMEOUT_S,
+        )
 
     check()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from protocol.errors import BadRequest, RequestTimeout
 from protocol.media import KEY_IS_VALID
+from protocol.media_openapi import media_openapi_document
 from server.appkeys import MEDIA, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
@@ -18,6 +19,11 @@ from server.media.service import UPLOAD_ROUTE
 __all__ = ["media_routes"]
 
 media_routes = web.RouteTableDef()
+
+
+@media_routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request, media_openapi_document())
 
 
 @media_routes.get("/v1/test")

@@ -1,0 +1,240 @@
+"""The OpenAPI 3.0.3 document of tympan's pyannoteAI-style API (``/v1``): the key check and
+the Media API. Served at ``GET /v1/openapi.json``; the session API has its own document at
+``/api/v1/openapi.json``.
+
+Response schemas forbid unknown properties, so the suite's schema-driven tests fail when a
+field is added on one side only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.media import KEY_IS_VALID, MAX_OBJECT_KEY_CHARS, MEDIA_SCHEME
+
+__all__ = ["media_openapi_document"]
+
+Schema = dict[str, Any]
+JSON = "application/json"
+
+_ERRORS = {
+    400: "The body or the object key is malformed; the message says what is allowed.",
+    401: "The API key is missing, invalid or revoked.",
+    403: "The upload URL was altered, was not issued here, or has expired.",
+    404: "No media under this object key for this key's team.",
+    408: "The upload stalled longer than the body read timeout.",
+    409: "The object key clashes with another of the team's (a key and a folder of it).",
+    413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
+    500: "Unexpected server error; the body names a request id to look for.",
+}
+_OBJECT_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_OBJECT_KEY_CHARS,
+    "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+}
+
+
+def _closed(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def _json(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Schema]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+_BEARER: list[dict[str, list[str]]] = [{"Bearer": []}, {"API_Key": []}]
+
+
+def _schemas() -> dict[str, Schema]:
+    return {
+        "Error": _closed(
+            ["error", "status_code"],
+            {
+                "error": {"type": "string", "description": "Human-readable; do not parse it."},
+                "status_code": {"type": "integer", "minimum": 400, "maximum": 599},
+                "request_id": {"type": "string"},
+            },
+        ),
+        "KeyCheck": _closed(
+            list(KEY_IS_VALID),
+            {name: {"type": "string", "enum": [value]} for name, value in KEY_IS_VALID.items()},
+        ),
+        "MediaInput": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "pattern": f"^{MEDIA_SCHEME}",
+                    "description": f"{MEDIA_SCHEME}<object-key>, e.g. "
+                    f"{MEDIA_SCHEME}meetings/2024-01-15/call.wav",
+                }
+            },
+        },
+        "UploadUrl": _closed(
+            ["url"],
+            {
+                "url": {
+                    "type": "string",
+                    "description": "Where to PUT the bytes (application/octet-stream), with no "
+                    "key: a signed URL (tympan's own, or the S3 service's).",
+                }
+            },
+        ),
+        "Media": _closed(
+            ["url", "size_bytes", "sha256", "created_at", "expires_at"],
+            {
+                "url": {"type": "string", "pattern": f"^{MEDIA_SCHEME}"},
+                "size_bytes": {"type": "integer", "minimum": 0},
+                "sha256": {
+                    "type": "string",
+                    "nullable": True,
+                    "pattern": "^[0-9a-f]{64}$",
+                    "description": "Null for an object uploaded straight to S3.",
+                },
+                "created_at": {"type": "string", "format": "date-time"},
+                "expires_at": {"type": "string", "format": "date-time"},
+            },
+        ),
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    object_key = {
+        "name": "object_key",
+        "in": "path",
+        "required": True,
+        "description": "The object key given at upload (without media://).",
+        "schema": _OBJECT_KEY,
+    }
+    return {
+        "/test": {
+            "get": {
+                "operationId": "testKey",
+                "tags": ["auth"],
+                "summary": "Check that an API key works",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json("The key is valid.", {"$ref": "#/components/schemas/KeyCheck"}),
+                    **_errors(401, 500),
+                },
+            }
+        },
+        "/media/input": {
+            "post": {
+                "operationId": "createMediaInput",
+                "tags": ["media"],
+                "summary": "Get a pre-signed URL to upload a file under an object key",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/MediaInput"}}},
+                },
+                "responses": {
+                    "201": _json("The upload URL.", {"$ref": "#/components/schemas/UploadUrl"}),
+                    **_errors(400, 401, 413, 500),
+                },
+            }
+        },
+        "/media/upload/{token}": {
+            "put": {
+                "operationId": "uploadMedia",
+                "tags": ["media"],
+                "summary": "Upload the bytes to a URL from createMediaInput (no API key)",
+                "security": [{}],
+                "parameters": [
+                    {
+                        "name": "token",
+                        "in": "path",
+                        "required": True,
+                        "description": "The signed grant: base64url payload, a dot, base64url MAC.",
+                        "schema": {
+                            "type": "string",
+                            "maxLength": 4096,
+                            "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+                        },
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("Stored and durable.", {"$ref": "#/components/schemas/Media"}),
+                    **_errors(400, 403, 408, 409, 413, 500),
+                },
+            }
+        },
+        "/media/{object_key}": {
+            "parameters": [object_key],
+            "get": {
+                "operationId": "getMedia",
+                "tags": ["media"],
+                "summary": "Describe an uploaded file",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json("The file.", {"$ref": "#/components/schemas/Media"}),
+                    **_errors(400, 401, 404, 500),
+                },
+            },
+            "delete": {
+                "operationId": "deleteMedia",
+                "tags": ["media"],
+                "summary": "Remove an uploaded file before it expires",
+                "security": _BEARER,
+                "responses": {
+                    "204": {"description": "Removed."},
+                    **_errors(400, 401, 404, 500),
+                },
+            },
+        },
+    }
+
+
+def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
+    """The document, for a server whose pyannoteAI-style API lives at ``server_url``."""
+    error = {"$ref": "#/components/schemas/Error"}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "tympan media API (pyannoteAI style)",
+            "version": "1.0.0",
+            "description": (
+                "Temporary per-team media storage behind pre-signed URLs: `POST /media/input` "
+                "gives an upload URL for `media://<object-key>`, the client PUTs the bytes "
+                "there with no key, and the file is removed 48 h after upload (configurable). "
+                "Every error is a JSON body."
+            ),
+        },
+        "servers": [{"url": server_url}],
+        "tags": [
+            {"name": "auth", "description": "API keys."},
+            {"name": "media", "description": "Temporary media storage."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {
+                f"E{status}": _json(description, error) for status, description in _ERRORS.items()
+            },
+            "securitySchemes": {
+                "Bearer": {"type": "http", "scheme": "bearer"},
+                "API_Key": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+    }
