@@ -5,6 +5,11 @@ window and the recording's events.
 Memory stays bounded by the blob store's chunk, the decoder's state and the output itself: the
 bytes are never held whole (the stream decoders take any chunking), and events are tracked as
 windows arrive instead of keeping every window's probabilities.
+
+MP4/M4A is the exception: a plain .m4a may keep its index (moov) after the media, which a
+stream demuxer cannot reach, so its bytes are read whole and decoded in one call, bounded by the
+upload limit (``TYMPAN_MEDIA_MAX_BYTES``); its decoded samples are then cut into blocks as a
+file session's are. The decode limits (``TYMPAN_MAX_SESSION_DURATION_S``) bound every format.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from protocol.jobs import JOB_HOP_S, SoundEventsInput
-from server.audio import AudioFormat, DecodeError, parse_content_type
+from server.audio import AudioFormat, AudioLimitError, DecodeError, parse_content_type
+from server.audio.formats import MIME_MP4
 from server.audio.sniff import (
     ADTS,
     FLAC,
@@ -99,10 +105,11 @@ class SoundEventsJob:
                         "tags": [{"name": name, "probability": p} for name, p in tags],
                     }
                 )
-            transitions.extend(tracker.feed(probabilities))
+            transitions.extend(t for t in tracker.feed(probabilities) if t.kind == "close")
 
         pipeline: AudioPipeline | None = None
         head = b""  # the first bytes, until there are enough to tell the format
+        whole: list[bytes] | None = None  # MP4 only: see the module docstring
         read = 0
         try:
             async with self._blobs.open(team_key(team, params.object_key)) as chunks:
@@ -113,38 +120,52 @@ class SoundEventsJob:
                         if len(head) < SNIFF_BYTES:
                             continue
                         chunk, head = head, b""
-                        pipeline = AudioPipeline(
-                            _format(chunk),
-                            HOP_S,
-                            engine.config.limits,
-                            prepare=engine.prepare_input,
-                        )
-                    await analyse(await engine.run_blocking(pipeline.feed_chunk, chunk))
+                        pipeline, whole = self._pipeline(chunk)
+                    if whole is not None:
+                        whole.append(chunk)
+                    else:
+                        await analyse(await engine.run_blocking(pipeline.feed_chunk, chunk))
                     if not await progress(min(99.0, 100.0 * read / max(1, size_bytes))):
                         raise JobFailed("canceled")
             if pipeline is None:
                 if not head:
                     raise JobFailed("the media is empty")
-                pipeline = AudioPipeline(
-                    _format(head), HOP_S, engine.config.limits, prepare=engine.prepare_input
-                )
-                await analyse(await engine.run_blocking(pipeline.feed_chunk, head))
-            await analyse(await engine.run_blocking(pipeline.finish))
+                pipeline, whole = self._pipeline(head)
+                if whole is None:
+                    await analyse(await engine.run_blocking(pipeline.feed_chunk, head))
+                else:
+                    whole.append(head)
+            if whole is not None:
+                samples = await engine.run_blocking(pipeline.decode_file, b"".join(whole))
+                del whole[:]
+                for block in pipeline.file_blocks(samples):
+                    await analyse(await engine.run_blocking(pipeline.push_block, block))
+                await analyse(await engine.run_blocking(pipeline.finish_file))
+            else:
+                await analyse(await engine.run_blocking(pipeline.finish))
         except BlobNotFound:
             raise JobFailed("the media was deleted before the job ran") from None
+        except AudioLimitError as exc:
+            raise JobFailed(f"the media is too long: {exc}") from None
         except DecodeError as exc:
             raise JobFailed(f"the media could not be decoded: {exc}") from None
         if not windows:
             raise JobFailed("the media holds no audio")
-        transitions.extend(tracker.finish())
+        transitions.extend(t for t in tracker.finish() if t.kind == "close")
         events = sorted(
-            (t.event for t in transitions if t.kind == "close"),
+            (t.event for t in transitions),
             key=lambda e: (e.start_time_s, e.tag, e.event_id),
         )
         return {
             "windows": windows,
             "events": [event.as_wire() for event in events],
         }
+
+    def _pipeline(self, head: bytes) -> tuple[AudioPipeline, list[bytes] | None]:
+        fmt = _format(head)
+        engine = self._engine
+        pipeline = AudioPipeline(fmt, HOP_S, engine.config.limits, prepare=engine.prepare_input)
+        return pipeline, [] if fmt.mime == MIME_MP4 else None
 
     async def _probabilities(self, batch: WindowBatch) -> Any:
         """As a file session computes them: windows under the silence gate skip the model."""
