@@ -25,6 +25,7 @@ from server.appkeys import STORE
 from server.audio.encode import encode_audio, encode_wav
 from server.config import Settings
 from server.jobs.repository import JobRecord, SqliteJobRepository
+from server.jobs.runner import MAX_ATTEMPTS
 from tests.conftest import SAMPLE_RATE_HZ
 from tests.test_media import bearer, presign, put_bytes
 
@@ -34,7 +35,10 @@ TEAM = "1"  # api_key is the first key made on the data dir: its id is its team
 
 @pytest.fixture
 def job_settings(media_settings: Settings) -> Settings:
-    return media_settings.replace(webhook_retry_base_s=0.02, webhook_timeout_s=60.0)
+    # A short lease: workers poll (jobs written past the API) and renew often.
+    return media_settings.replace(
+        webhook_retry_base_s=0.02, webhook_timeout_s=60.0, job_lease_s=2.0
+    )
 
 
 @pytest.fixture
@@ -402,3 +406,13 @@ async def test_compressed_media_gives_the_same_speech(
     job = await finished(jobs_client, api_key, created["jobId"])
     assert job["status"] == "succeeded", job
     assert any(e["tag"] == "Speech" for e in job["output"]["events"]), job["output"]["events"]
+
+
+async def test_a_job_that_keeps_killing_its_worker_is_failed(
+    jobs_client: TestClient, api_key: str, speech_wav: bytes
+) -> None:
+    await upload(jobs_client, api_key, SPEECH, speech_wav)
+    repository = SqliteJobRepository(jobs_client.app[STORE])
+    await repository.create(_record("poison", TEAM, SPEECH, PENDING, attempts=MAX_ATTEMPTS))
+    job = await finished(jobs_client, api_key, "poison")
+    assert job["status"] == "failed" and "stopped 3 times" in job["error"], job
