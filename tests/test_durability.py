@@ -39,6 +39,24 @@ async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) ->
         return response.status, body
 
 
+async def put_chunk(
+    http: aiohttp.ClientSession, url: str, session_id: str, seq: int, chunk: bytes
+) -> tuple[int, Any]:
+    return await call(
+        http,
+        "PUT",
+        f"{url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
+        json={"data": base64.b64encode(chunk).decode()},
+    )
+
+
+async def make_readonly(http: aiohttp.ClientSession, url: str, session_id: str) -> None:
+    status, body = await call(
+        http, "PATCH", f"{url}/api/v1/audio_sessions/{session_id}", json={"make_readonly": True}
+    )
+    assert status == 204, body
+
+
 async def upload_forever(
     http: aiohttp.ClientSession, url: str, session_id: str, chunks: list[bytes], acked: list[int]
 ) -> None:
@@ -143,20 +161,9 @@ async def test_sigkill_mid_upload_loses_nothing(server: ServerProcess) -> None:
             # every acknowledged chunk survived; at most the in-flight one also committed
             assert next_seq in (len(acked), len(acked) + 1), (kind, next_seq, len(acked))
             for seq in range(next_seq, len(chunks)):
-                status, body = await call(
-                    http,
-                    "PUT",
-                    f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
-                    json={"data": base64.b64encode(chunks[seq]).decode()},
-                )
+                status, body = await put_chunk(http, server.url, session_id, seq, chunks[seq])
                 assert status == 200, body
-            status, _ = await call(
-                http,
-                "PATCH",
-                f"{server.url}/api/v1/audio_sessions/{session_id}",
-                json={"make_readonly": True},
-            )
-            assert status == 204
+            await make_readonly(http, server.url, session_id)
         want = expected_windows(12.0)
         everyone = []
         for kind, session_id, _ in sessions:
@@ -260,13 +267,8 @@ async def test_sigkill_mid_event_keeps_the_event_log(
         )
         session_id = created["session_id"]
         for seq in range(cut):
-            status, _ = await call(
-                http,
-                "PUT",
-                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
-                json={"data": base64.b64encode(chunks[seq]).decode()},
-            )
-            assert status == 200
+            status, body = await put_chunk(http, server.url, session_id, seq, chunks[seq])
+            assert status == 200, body
         status, page = await call(
             http, "GET", f"{server.url}/api/v1/audio_sessions/{session_id}/events"
         )
@@ -284,19 +286,9 @@ async def test_sigkill_mid_event_keeps_the_event_log(
     server.start(wait=True)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         for seq in range(cut, len(chunks)):
-            status, body = await call(
-                http,
-                "PUT",
-                f"{server.url}/api/v1/audio_sessions/{session_id}/chunks/{seq}",
-                json={"data": base64.b64encode(chunks[seq]).decode()},
-            )
+            status, body = await put_chunk(http, server.url, session_id, seq, chunks[seq])
             assert status == 200, body
-        status, _ = await call(
-            http,
-            "PATCH",
-            f"{server.url}/api/v1/audio_sessions/{session_id}",
-            json={"make_readonly": True},
-        )
+        await make_readonly(http, server.url, session_id)
         log = await read_log(http, server.url, session_id)
         derived = await read_log(http, server.url, session_id, merge_window_ms="500")
     assert log == derived

@@ -50,6 +50,12 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
+EXAMPLES = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 SESSION_BODIES = (
     {"type": "stream", "content_type": "audio/x-raw; rate=16000; format=s16le"},
     {"type": "file", "content_type": "audio/wav"},
@@ -175,12 +181,7 @@ def test_api_conforms_to_its_document(
     created = itertools.count()
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @EXAMPLES
     def check(case: Any) -> None:
         session_id = None
         if "session_id" in (case.path_parameters or {}):
@@ -243,12 +244,7 @@ def test_media_api_conforms_to_its_document(
     operation = media_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @EXAMPLES
     def check(case: Any) -> None:
         case.call_and_validate(
             base_url=_media_base(base_url),
