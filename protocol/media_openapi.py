@@ -1,5 +1,5 @@
-"""The OpenAPI 3.0.3 document of tympan's pyannoteAI-style API (``/v1``): the key check and
-the Media API. Served at ``GET /v1/openapi.json``; the session API has its own document at
+"""The OpenAPI 3.0.3 document of tympan's pyannoteAI-style API (``/v1``): the key check, the
+Media API and the Jobs API. Served at ``GET /v1/openapi.json``; the session API has its own document at
 ``/api/v1/openapi.json``.
 
 Response schemas forbid unknown properties, so the suite's schema-driven tests fail when a
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.jobs import CANCELED, CREATED, FAILED, JOB_PAGE_MAX, PENDING, RUNNING, SUCCEEDED
 from protocol.media import KEY_IS_VALID, MAX_OBJECT_KEY_CHARS, MEDIA_SCHEME
 
 __all__ = ["media_openapi_document"]
@@ -21,7 +22,7 @@ _ERRORS = {
     400: "The body or the object key is malformed; the message says what is allowed.",
     401: "The API key is missing, invalid or revoked.",
     403: "The upload URL was altered, was not issued here, or has expired.",
-    404: "No media under this object key for this key's team.",
+    404: "No media under this object key (or no job with this id) for this key's team.",
     408: "The upload stalled longer than the body read timeout.",
     409: "The object key clashes with another of the team's (a key and a folder of it).",
     413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
@@ -92,6 +93,53 @@ def _schemas() -> dict[str, Schema]:
                 }
             },
         ),
+        "SoundEventsJob": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "pattern": f"^{MEDIA_SCHEME}"},
+                "webhook": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+                "events": {"type": "object", "description": "Event rules (as the session API)."},
+                "sensitivity": {"type": "integer", "minimum": -2, "maximum": 2},
+            },
+        },
+        "JobCreated": _closed(
+            ["jobId", "status"],
+            {"jobId": {"type": "string"}, "status": {"type": "string", "enum": [PENDING]}},
+        ),
+        "Job": _closed(
+            ["jobId", "kind", "status", "createdAt", "updatedAt", "progress"],
+            {
+                "jobId": {"type": "string"},
+                "kind": {"type": "string", "enum": ["sound-events"]},
+                "status": {
+                    "type": "string",
+                    "enum": [CREATED, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED],
+                },
+                "createdAt": {"type": "string", "format": "date-time"},
+                "updatedAt": {"type": "string", "format": "date-time"},
+                "progress": {"type": "number", "minimum": 0, "maximum": 100},
+                "output": {
+                    "type": "object",
+                    "required": ["windows", "events"],
+                    "properties": {
+                        "windows": {"type": "array", "items": {"type": "object"}},
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "outputExpiresAt": {"type": "string", "format": "date-time", "nullable": True},
+                "error": {"type": "string"},
+            },
+        ),
+        "JobPage": _closed(
+            ["items", "take", "skip"],
+            {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                "take": {"type": "integer", "minimum": 1, "maximum": JOB_PAGE_MAX},
+                "skip": {"type": "integer", "minimum": 0},
+            },
+        ),
+        "WebhookSecret": _closed(["secret"], {"secret": {"type": "string"}}),
         "Media": _closed(
             ["url", "size_bytes", "sha256", "created_at", "expires_at"],
             {
@@ -118,7 +166,86 @@ def _paths() -> dict[str, Schema]:
         "description": "The object key given at upload (without media://).",
         "schema": _OBJECT_KEY,
     }
+    job_id = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
+        "/sound-events": {
+            "post": {
+                "operationId": "createSoundEventsJob",
+                "tags": ["jobs"],
+                "summary": "Analyse an uploaded file: windows and sound events",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/SoundEventsJob"}}},
+                },
+                "responses": {
+                    "200": _json("The job.", {"$ref": "#/components/schemas/JobCreated"}),
+                    **_errors(400, 401, 404, 413, 500),
+                },
+            }
+        },
+        "/jobs": {
+            "get": {
+                "operationId": "listJobs",
+                "tags": ["jobs"],
+                "summary": "The team's jobs, newest first",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "take",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": JOB_PAGE_MAX},
+                    },
+                    {
+                        "name": "skip",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31},
+                    },
+                ],
+                "responses": {
+                    "200": _json("A page of jobs.", {"$ref": "#/components/schemas/JobPage"}),
+                    **_errors(400, 401, 500),
+                },
+            }
+        },
+        "/jobs/{jobId}": {
+            "parameters": [job_id],
+            "get": {
+                "operationId": "getJob",
+                "tags": ["jobs"],
+                "summary": "A job: status, progress, output once succeeded",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json("The job.", {"$ref": "#/components/schemas/Job"}),
+                    **_errors(401, 404, 500),
+                },
+            },
+        },
+        "/jobs/{jobId}/cancel": {
+            "parameters": [job_id],
+            "post": {
+                "operationId": "cancelJob",
+                "tags": ["jobs"],
+                "summary": "Cancel a job that has not finished",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json("The job after.", {"$ref": "#/components/schemas/Job"}),
+                    **_errors(401, 404, 500),
+                },
+            },
+        },
+        "/webhook-secret": {
+            "get": {
+                "operationId": "getWebhookSecret",
+                "tags": ["jobs"],
+                "summary": "The secret the team's job webhooks are signed with",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json("The secret.", {"$ref": "#/components/schemas/WebhookSecret"}),
+                    **_errors(401, 500),
+                },
+            }
+        },
         "/test": {
             "get": {
                 "operationId": "testKey",
@@ -225,6 +352,7 @@ def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
         "tags": [
             {"name": "auth", "description": "API keys."},
             {"name": "media", "description": "Temporary media storage."},
+            {"name": "jobs", "description": "Jobs on uploaded media."},
         ],
         "paths": _paths(),
         "components": {

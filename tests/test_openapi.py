@@ -487,4 +487,15 @@ def test_media_document_is_valid_openapi_30() -> None:
         for method, op in item.items()
         if method != "parameters"
     }
-    assert operations == {"testKey", "createMediaInput", "uploadMedia", "getMedia", "deleteMedia"}
+    assert operations == {
+        "testKey",
+        "createMediaInput",
+        "uploadMedia",
+        "getMedia",
+        "deleteMedia",
+        "createSoundEventsJob",
+        "listJobs",
+        "getJob",
+        "cancelJob",
+        "getWebhookSecret",
+    }
