@@ -105,6 +105,9 @@ class Settings:
     # Media (issue 14): how long a pre-signed upload URL works, the largest upload it allows,
     # and how long an uploaded object is kept before the sweeper removes it.
     media_url_expiry_s: int = 3600
+    # The address clients reach this server at (behind a reverse proxy: its public URL), for
+    # the upload URLs the server signs; None: the address each request came to.
+    public_url: str | None = None
     media_max_bytes: int = 1024**3
     media_retention_s: float = 48 * 3600.0
     # Jobs on media (issue 14): how long a finished job's output is kept, how long a worker's
@@ -176,6 +179,13 @@ class Settings:
         self._validate_media()
 
     def _validate_media(self) -> None:
+        if self.public_url is not None and (
+            not self.public_url.startswith(("http://", "https://"))
+            or not self.public_url.split("://", 1)[1].strip("/")
+        ):
+            raise ConfigError(
+                f"{_env('public_url')} must be an http:// or https:// URL, got {self.public_url!r}"
+            )
         if not 1 <= self.media_url_expiry_s <= MAX_PRESIGN_EXPIRY_S:
             raise ConfigError(
                 f"{_env('media_url_expiry_s')} must be 1..{MAX_PRESIGN_EXPIRY_S} "

@@ -331,7 +331,13 @@ async def test_media_survive_a_restart(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("MEDIA_URL_EXPIRY_S", "0"), ("MEDIA_MAX_BYTES", "0"), ("MEDIA_RETENTION_S", "-1")],
+    [
+        ("MEDIA_URL_EXPIRY_S", "0"),
+        ("MEDIA_MAX_BYTES", "0"),
+        ("MEDIA_RETENTION_S", "-1"),
+        ("PUBLIC_URL", "ftp://example.test"),
+        ("PUBLIC_URL", "https://"),
+    ],
 )
 def test_media_settings_are_validated(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -396,3 +402,17 @@ async def test_with_s3_the_client_uploads_to_the_service_itself(
     assert await client.server.app[MEDIA].sweep(now_s=later_s) >= 2
     await describe(client, api_key, object_key, expect=404)
     await describe(client, api_key, unrecorded, expect=404)
+
+
+async def test_upload_urls_use_the_public_url_when_set(
+    aiohttp_client: Callable[..., Any], media_settings: Settings, api_key: str
+) -> None:
+    """Behind a reverse proxy, clients must get the proxy's address, not the one it dialled."""
+    client = await aiohttp_client(
+        create_app(media_settings.replace(public_url="https://media.example.test/"))
+    )
+    url = await presign(client, api_key, "proxied.wav")
+    assert url.startswith("https://media.example.test/v1/media/upload/"), url
+    # the path is the server's own: through the proxy it reaches the same route
+    await put_bytes(client, str(client.make_url(urlsplit(url).path)), b"RIFF" + bytes(100))
+    assert (await describe(client, api_key, "proxied.wav"))["size_bytes"] == 104

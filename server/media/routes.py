@@ -34,8 +34,10 @@ async def test_key(request: web.Request) -> web.Response:
 
 @media_routes.post("/v1/media/input")
 async def create_input(request: web.Request) -> web.Response:
+    public_url = request.app[SETTINGS].public_url
+    origin = public_url.rstrip("/") if public_url else str(request.url.origin())
     upload = await request.app[MEDIA].create_input(
-        presented_key(request.headers), await read_small_body(request), str(request.url.origin())
+        presented_key(request.headers), await read_small_body(request), origin
     )
     return json_response(request, upload.to_dict(), status=201)
 
