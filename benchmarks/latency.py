@@ -30,7 +30,7 @@ from benchmarks.harness.audio import (
 )
 from benchmarks.harness.load import LoadConfig, run_load
 from benchmarks.harness.report import format_table, plot, result_header, write_json
-from benchmarks.harness.server import ServerHandle, open_server
+from benchmarks.harness.server import ServerHandle, add_server_arguments, open_server
 from benchmarks.harness.stats import run_passes, summarize_run
 
 __all__ = ["main"]
@@ -48,19 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of audio per stream")
     parser.add_argument("--file-seconds", type=float, default=300.0, help="length of each file")
     parser.add_argument("--transport", choices=("json", "msgpack"), default="json")
-    parser.add_argument("--url", help="an already running server (default: start one)")
-    parser.add_argument("--api-key", help="key for --url")
-    parser.add_argument("--server-pid", type=int, help="pid of the --url server, for its CPU time")
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="TYMPAN_X=VALUE",
-        help="setting for the started server (repeatable)",
-    )
-    parser.add_argument(
-        "--out", type=Path, help="output folder (default benchmarks/out/<UTC time>)"
-    )
+    add_server_arguments(parser, "benchmarks/out/<UTC time>")
     parser.add_argument("--sweep", action="store_true", help="find the most streams within bound")
     parser.add_argument("--p99-bound-ms", type=float, default=250.0)
     parser.add_argument("--max-streams", type=int, default=600)

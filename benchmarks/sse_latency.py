@@ -35,7 +35,7 @@ from benchmarks.harness.reader_report import format_reader_table, plot_readers
 from benchmarks.harness.reader_stats import summarize_readers
 from benchmarks.harness.readers import reader_kinds, run_readers
 from benchmarks.harness.report import result_header, write_json
-from benchmarks.harness.server import ServerHandle, open_server
+from benchmarks.harness.server import ServerHandle, add_server_arguments, open_server
 
 __all__ = ["main"]
 
@@ -64,19 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         default="json",
         help="chunk uploads and status pages (the SSE feed is text either way)",
     )
-    parser.add_argument("--url", help="an already running server (default: start one)")
-    parser.add_argument("--api-key", help="key for --url")
-    parser.add_argument("--server-pid", type=int, help="pid of the --url server, for its CPU time")
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="TYMPAN_X=VALUE",
-        help="setting for the started server (repeatable)",
-    )
-    parser.add_argument(
-        "--out", type=Path, help="output folder (default benchmarks/out/sse-<UTC time>)"
-    )
+    add_server_arguments(parser, "benchmarks/out/sse-<UTC time>")
     return parser
 
 

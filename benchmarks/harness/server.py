@@ -3,6 +3,7 @@ harness reads from ``/proc``. Or an external server, given its URL (and optional
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
@@ -17,6 +18,7 @@ from benchmarks.machine import launch_server, process_cpu_seconds, stop_server
 __all__ = [
     "ManagedServer",
     "ServerHandle",
+    "add_server_arguments",
     "open_server",
     "parse_server_env",
     "process_cpu_seconds",
@@ -84,6 +86,21 @@ class ManagedServer:
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, out_default: str) -> None:
+    """The options every harness shares: which server to measure, and where results go."""
+    parser.add_argument("--url", help="an already running server (default: start one)")
+    parser.add_argument("--api-key", help="key for --url")
+    parser.add_argument("--server-pid", type=int, help="pid of the --url server, for its CPU time")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="TYMPAN_X=VALUE",
+        help="setting for the started server (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, help=f"output folder (default {out_default})")
 
 
 def parse_server_env(pairs: Sequence[str]) -> dict[str, str]:
