@@ -25,15 +25,15 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 
 from protocol.codec import JSON, MSGPACK, DecodeBodyError, decode_body, encode_body
 from protocol.errors import ApiError, Conflict, NotFound, error_from_body
 from protocol.events import EventParams, EventsPage, EventState, SoundEvent
-from protocol.messages import AudioType, Page, SenseEvent, SessionRefs, SessionStatus, Tag
-from protocol.states import SessionState
+from protocol.messages import AudioType, SenseEvent, SessionRefs, SessionStatus
+from protocol.wire import from_wire
 
 __all__ = [
     "DEFAULT_URL",
@@ -530,11 +530,18 @@ async def _as_async(
             yield chunk
 
 
-def _refs(body: Any) -> SessionRefs:
+T = TypeVar("T")
+
+
+def _parsed(kind: type[T], body: Any) -> T:
     try:
-        return SessionRefs(str(body["session_id"]), int(body["chunk_sequence"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"expected SessionRefs, got {body!r}") from exc
+        return from_wire(kind, body)
+    except ValueError as exc:
+        raise MalformedResponse(f"expected {kind.__name__}, got {str(body)[:200]}") from exc
+
+
+def _refs(body: Any) -> SessionRefs:
+    return _parsed(SessionRefs, body)
 
 
 def _event_query(params: EventParams) -> list[tuple[str, str]]:
@@ -560,29 +567,8 @@ def _event_query(params: EventParams) -> list[tuple[str, str]]:
 
 
 def _window(item: Any) -> Window:
-    tags = tuple(Tag(str(tag["name"]), float(tag["probability"])) for tag in item["tags"])
-    return SenseEvent(float(item["start_time"]), float(item["end_time"]), tags)
+    return _parsed(SenseEvent, item)
 
 
 def _status(body: Any) -> SessionStatus:
-    try:
-        inference = body["inference"]
-        page = inference.get("page") or {}
-        results = tuple(_window(item) for item in inference.get("results") or ())
-        token = page.get("next_token")
-        error = body.get("error")
-        return SessionStatus(
-            state=SessionState(body["state"]),
-            refs=_refs(body["refs"]),
-            in_progress=bool(inference.get("in_progress", False)),
-            page=Page(
-                offset=int(page.get("offset", 0)),
-                count=int(page.get("count", len(results))),
-                total=int(page.get("total", len(results))),
-                next_token=None if token is None else str(token),
-            ),
-            results=results,
-            error=None if error is None else str(error),
-        )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"expected SessionStatus, got {str(body)[:200]}") from exc
+    return _parsed(SessionStatus, body)

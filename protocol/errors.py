@@ -7,13 +7,18 @@ method and 503 while the server is not ready.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
     "ApiError",
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "GenericError",
     "InternalError",
     "MethodNotAllowed",
     "NotFound",
@@ -102,13 +107,29 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
+@dataclass(frozen=True)
+class GenericError:
+    """Every error body (a wire type: see ``protocol.wire``, which this module cannot import)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    error: Annotated[str, Field(description="Human-readable description; do not parse it.")]
+    status_code: Annotated[int, Field(ge=400, le=599, description="HTTP status code returned.")]
+    request_id: (
+        Annotated[
+            str,
+            Field(
+                description="Identifies the request in the server's logs (also in X-Request-Id)."
+            ),
+        ]
+        | SkipJsonSchema[None]
+    ) = None
+
+
 def error_body(status_code: int, message: str, request_id: str | None = None) -> dict[str, Any]:
-    """The GenericError schema: ``{"error": str, "status_code": int}``, plus the request id
-    that the server's log lines carry, when there is one."""
-    body: dict[str, Any] = {"error": message, "status_code": status_code}
-    if request_id:
-        body["request_id"] = request_id
-    return body
+    """A GenericError body: the request id that the server's log lines carry, when there is one."""
+    error = GenericError(message, status_code, request_id or None)
+    return {name: value for name, value in asdict(error).items() if value is not None}
 
 
 def error_from_body(status_code: int, body: Any) -> ApiError:

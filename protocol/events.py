@@ -23,15 +23,16 @@ body) or per request (query parameters, which override the session's):
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from multidict import MultiMapping
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from protocol.errors import BadRequest
 from protocol.tokens import MAX_TOKEN_CHARS
+from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, reworded, to_wire
 
 __all__ = [
     "BOUNDARIES",
@@ -40,6 +41,7 @@ __all__ = [
     "EventParams",
     "EventState",
     "EventsPage",
+    "EventsPageInfo",
     "SoundEvent",
     "StreamPosition",
     "WebhookTarget",
@@ -50,132 +52,132 @@ BOUNDARIES = ("refined", "naive")
 MAX_EVENT_DURATION_MS = 3_600_000
 MAX_TAG_OVERRIDES = 16  # per parameter: they travel in next_token
 MAX_TAG_NAME_CHARS = 200
+MIN_WEBHOOK_SECRET_CHARS = 16
+MAX_WEBHOOK_URL_CHARS = 2048
 EventState = Literal["open", "closed"]
+Boundary = Literal["refined", "naive"]
 
 
-def _threshold(value: Any, name: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise BadRequest(f"{name} must be a number between 0 and 1 (exclusive)") from None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0.0 < value < 1.0
-    ):
-        raise BadRequest(f"{name} must be a number between 0 and 1 (exclusive)")
-    return float(value)
+def not_boolean(value: Any) -> Any:
+    """JSON's true and false are not numbers (pydantic's lax mode would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
 
 
-def _duration_ms(value: Any, name: str) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer number of milliseconds") from None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (isinstance(value, float) and (not math.isfinite(value) or value != int(value)))
-    ):
-        raise BadRequest(f"{name} must be an integer number of milliseconds")
-    if not 0 <= int(value) <= MAX_EVENT_DURATION_MS:
-        raise BadRequest(f"{name} must be between 0 and {MAX_EVENT_DURATION_MS} milliseconds")
-    return int(value)
+def http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or not value.split("://", 1)[1].split("/")[0]:
+        raise ValueError(
+            f"must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL_CHARS} characters"
+        )
+    return value
 
 
-def _tag_map(raw: Any, name: str, parse: Callable[[Any, str], Any]) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise BadRequest(f"{name} must be an object of tag name to value")
-    _check_overrides(name, list(raw))
-    return {str(tag): parse(value, f"{name}[{tag}]") for tag, value in raw.items()}
+def _tag_names(value: dict[str, Any]) -> dict[str, Any]:
+    for tag in value:
+        if len(tag) > MAX_TAG_NAME_CHARS:
+            raise ValueError(f"has a tag name longer than {MAX_TAG_NAME_CHARS} characters")
+    return value
 
 
-def _query_tag_map(
-    values: list[str], name: str, parse: Callable[[Any, str], Any]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        tag, colon, value = item.rpartition(":")
-        if not colon or not tag:
-            raise BadRequest(f"{name} must be written tag:value (e.g. {name}=Dog:0.3)")
-        out[tag] = parse(value, f"{name}[{tag}]")
-    _check_overrides(name, list(out))
-    return out
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
 
 
-def _check_overrides(name: str, tags: list[Any]) -> None:
-    if len(tags) > MAX_TAG_OVERRIDES:
-        raise BadRequest(f"{name} may override at most {MAX_TAG_OVERRIDES} tags")
-    for tag in tags:
-        if len(str(tag)) > MAX_TAG_NAME_CHARS:
-            raise BadRequest(f"{name}: tag names are at most {MAX_TAG_NAME_CHARS} characters")
+Probability = Annotated[
+    float,
+    Field(gt=0.0, lt=1.0, allow_inf_nan=False),
+    reworded("must be a number between 0 and 1 (exclusive)"),
+    BeforeValidator(not_boolean),
+]
+DurationMs = Annotated[
+    int,
+    Field(ge=0, le=MAX_EVENT_DURATION_MS),
+    reworded(
+        "must be an integer number of milliseconds",
+        f"must be between 0 and {MAX_EVENT_DURATION_MS} milliseconds",
+    ),
+    BeforeValidator(not_boolean),
+]
 
 
-_PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "tag_threshold": _threshold,
-    "tag_merge_window_ms": _duration_ms,
-    "tag_min_duration_ms": _duration_ms,
-}
+def _per_tag(what: str) -> Any:
+    return Field(
+        max_length=MAX_TAG_OVERRIDES,
+        description=f"{what} per tag name (at most {MAX_TAG_OVERRIDES} tags).",
+    )
+
+
+TagThresholds = Annotated[
+    dict[str, Probability],
+    _per_tag("Threshold"),
+    AfterValidator(_tag_names),
+    BeforeValidator(_none_is_empty),
+]
+TagDurationsMs = Annotated[
+    dict[str, DurationMs],
+    _per_tag("Milliseconds"),
+    AfterValidator(_tag_names),
+    BeforeValidator(_none_is_empty),
+]
 
 
 @dataclass(frozen=True)
 class EventParams:
-    """Event rule parameters; None (or empty) where not set."""
+    """Event rules (tympan): how windows become events; all optional."""
 
-    threshold: float | None = None
-    merge_window_ms: int | None = None
-    min_duration_ms: int | None = None
-    tag_threshold: dict[str, float] = field(default_factory=dict)
-    tag_merge_window_ms: dict[str, int] = field(default_factory=dict)
-    tag_min_duration_ms: dict[str, int] = field(default_factory=dict)
-    boundary: str | None = None
+    __pydantic_config__ = REQUEST
+
+    threshold: Annotated[
+        Probability | None, Field(description="Probability a window must pass.")
+    ] = None
+    merge_window_ms: Annotated[
+        DurationMs | None, Field(description="Runs of a tag this close merge (default 500).")
+    ] = None
+    min_duration_ms: Annotated[
+        DurationMs | None, Field(description="Shorter events are dropped (default 0).")
+    ] = None
+    tag_threshold: TagThresholds = field(default_factory=dict)
+    tag_merge_window_ms: TagDurationsMs = field(default_factory=dict)
+    tag_min_duration_ms: TagDurationsMs = field(default_factory=dict)
+    boundary: Annotated[
+        Boundary | None,
+        Field(
+            description="Edges between window hops from the windows' overlap (refined, the default) or at window edges (naive)."
+        ),
+    ] = None
 
     @classmethod
     def from_body(cls, body: Any, where: str = "events") -> EventParams:
         """The ``events`` object of a create-session body (None: nothing set)."""
         if body is None:
             return cls()
-        if not isinstance(body, dict):
-            raise BadRequest(f"{where} must be an object")
-        return cls(
-            threshold=None if body.get("threshold") is None
-            else _threshold(body["threshold"], "threshold"),
-            merge_window_ms=None if body.get("merge_window_ms") is None
-            else _duration_ms(body["merge_window_ms"], "merge_window_ms"),
-            min_duration_ms=None if body.get("min_duration_ms") is None
-            else _duration_ms(body["min_duration_ms"], "min_duration_ms"),
-            **{name: _tag_map(body.get(name), name, parse) for name, parse in _PARSERS.items()},
-            boundary=_boundary(body.get("boundary")),
-        )  # fmt: skip
+        return parse(cls, body, where)
 
     @classmethod
     def from_query(cls, query: MultiMapping[str]) -> EventParams:
-        """Query parameters of ``GET .../events`` (aiohttp's ``request.query``)."""
-
-        def one(name: str) -> str | None:
-            values = query.getall(name, [])
-            if len(values) > 1:
-                raise BadRequest(f"{name} is given more than once")
-            return values[0] if values and values[0] != "" else None
-
-        threshold = one("threshold")
-        merge = one("merge_window_ms")
-        minimum = one("min_duration_ms")
-        return cls(
-            threshold=None if threshold is None else _threshold(threshold, "threshold"),
-            merge_window_ms=None if merge is None else _duration_ms(merge, "merge_window_ms"),
-            min_duration_ms=None if minimum is None else _duration_ms(minimum, "min_duration_ms"),
-            **{
-                name: _query_tag_map(query.getall(name, []), name, parse)
-                for name, parse in _PARSERS.items()
-            },
-            boundary=_boundary(one("boundary")),
-        )
+        """Query parameters of ``GET .../events`` (aiohttp's ``request.query``): one value each,
+        and the per-tag ones repeated as ``tag:value``."""
+        body: dict[str, Any] = {}
+        for item in fields(cls):
+            values = [value for value in query.getall(item.name, []) if value != ""]
+            if not values:
+                continue
+            if not item.name.startswith("tag_"):
+                if len(values) > 1:
+                    raise BadRequest(f"{item.name} is given more than once")
+                body[item.name] = values[0]
+                continue
+            per_tag: dict[str, str] = {}
+            for value in values:
+                tag, colon, text = value.rpartition(":")
+                if not colon or not tag:
+                    raise BadRequest(
+                        f"{item.name} must be written tag:value (e.g. {item.name}=Dog:0.3)"
+                    )
+                per_tag[tag] = text
+            body[item.name] = per_tag
+        return parse(cls, body, "the query")
 
     @property
     def is_empty(self) -> bool:
@@ -183,28 +185,22 @@ class EventParams:
 
     def over(self, base: EventParams) -> EventParams:
         """These parameters where set, ``base``'s elsewhere (tag maps merge, these winning)."""
-        return EventParams(
-            threshold=base.threshold if self.threshold is None else self.threshold,
-            merge_window_ms=base.merge_window_ms
-            if self.merge_window_ms is None
-            else self.merge_window_ms,
-            min_duration_ms=base.min_duration_ms
-            if self.min_duration_ms is None
-            else self.min_duration_ms,
-            tag_threshold={**base.tag_threshold, **self.tag_threshold},
-            tag_merge_window_ms={**base.tag_merge_window_ms, **self.tag_merge_window_ms},
-            tag_min_duration_ms={**base.tag_min_duration_ms, **self.tag_min_duration_ms},
-            boundary=base.boundary if self.boundary is None else self.boundary,
-        )
+        merged: dict[str, Any] = {}
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(base, item.name)
+            if isinstance(mine, dict):
+                merged[item.name] = {**theirs, **mine}
+            else:
+                merged[item.name] = theirs if mine is None else mine
+        return EventParams(**merged)
 
     def to_dict(self) -> dict[str, Any]:
         """What was set, as the create body spells it (stored with the session)."""
-        out: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is not None and value != {}:
-                out[item.name] = dict(value) if isinstance(value, dict) else value
-        return out
+        return {
+            name: value
+            for name, value in to_wire(self).items()
+            if value is not None and value != {}
+        }
 
     def canonical(self) -> str:
         """A stable text of these parameters (what a ``next_token`` is bound to)."""
@@ -216,20 +212,8 @@ class EventParams:
         return ";".join(parts)
 
 
-def _boundary(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value not in BOUNDARIES:
-        raise BadRequest("boundary must be 'refined' or 'naive'")
-    return str(value)
-
-
-MIN_WEBHOOK_SECRET_CHARS = 16
-MAX_WEBHOOK_URL_CHARS = 2048
-
-
 @dataclass(frozen=True)
-class WebhookTarget:
+class Webhook:
     """Where a session's event log entries are POSTed (``webhook`` in the create body).
 
     Each delivery is ``{"session_id", "seq", "event": SoundEvent}`` with the header
@@ -237,71 +221,83 @@ class WebhookTarget:
     and ``Tympan-Delivery: <session_id>/<seq>``. Entries are delivered in log order, at least
     once (a receiver deduplicates by ``seq``); a failed delivery is retried with backoff."""
 
-    url: str
-    secret: str = field(repr=False)
+    __pydantic_config__ = REQUEST
+
+    url: Annotated[
+        str,
+        Field(max_length=MAX_WEBHOOK_URL_CHARS, pattern="^https?://"),
+        AfterValidator(http_url),
+        reworded(
+            f"must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL_CHARS} characters"
+        ),
+    ]
+    secret: Annotated[
+        str,
+        Field(
+            min_length=MIN_WEBHOOK_SECRET_CHARS,
+            description="Signs each delivery: a string of at least 16 characters.",
+        ),
+        reworded(
+            f"must be a string of at least {MIN_WEBHOOK_SECRET_CHARS} characters (it signs each "
+            "delivery)"
+        ),
+    ] = field(repr=False)
 
     @classmethod
-    def from_body(cls, body: Any) -> WebhookTarget | None:
+    def from_body(cls, body: Any) -> Webhook | None:
         if body is None:
             return None
-        if not isinstance(body, dict):
-            raise BadRequest("webhook must be an object with url and secret")
-        url, secret = body.get("url"), body.get("secret")
-        if (
-            not isinstance(url, str)
-            or len(url) > MAX_WEBHOOK_URL_CHARS
-            or not url.startswith(("http://", "https://"))
-            or len(url.split("://", 1)[1].split("/", 1)[0]) == 0
-        ):
-            raise BadRequest(
-                f"webhook.url must be an http:// or https:// URL of at most "
-                f"{MAX_WEBHOOK_URL_CHARS} characters"
-            )
-        if not isinstance(secret, str) or len(secret) < MIN_WEBHOOK_SECRET_CHARS:
-            raise BadRequest(
-                f"webhook.secret must be a string of at least {MIN_WEBHOOK_SECRET_CHARS} "
-                "characters (it signs each delivery)"
-            )
-        return cls(url, secret)
+        return parse(cls, body, "webhook")
 
     def to_dict(self) -> dict[str, str]:
         return {"url": self.url, "secret": self.secret}
+
+
+WebhookTarget = Webhook
 
 
 @dataclass(frozen=True)
 class SoundEvent:
     """One event log entry: times in seconds from the session's start."""
 
-    id: int
-    tag: str
-    start_time: float
-    end_time: float
-    confidence: float
+    __pydantic_config__ = RESPONSE
+
+    id: Annotated[int, Field(ge=0, description="The event's id, from 0 per session.")]
+    tag: Annotated[str, Field(description="The tag (GET /tags/official lists them).")]
+    start_time: Annotated[float, Field(description="Onset, seconds from the session's start.")]
+    end_time: Annotated[
+        float,
+        Field(description="Offset: final when closed, how far the event reaches so far when open."),
+    ]
+    confidence: Annotated[float, Field(description="The tag's highest window probability.")]
     state: EventState
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tag": self.tag,
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-            "confidence": self.confidence,
-            "state": self.state,
-        }
+        return to_wire(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SoundEvent:
-        state = data["state"]
-        if state not in EVENT_STATES:
-            raise ValueError(f"unknown event state {state!r}")
-        return cls(
-            int(data["id"]),
-            str(data["tag"]),
-            float(data["start_time"]),
-            float(data["end_time"]),
-            float(data["confidence"]),
-            state,
-        )
+        return from_wire(cls, data)
+
+
+@dataclass(frozen=True)
+class EventsPageInfo:
+    """Where a page of the event log sits in it."""
+
+    __pydantic_config__ = RESPONSE
+
+    offset: Annotated[int, Field(ge=0)]
+    count: Annotated[int, Field(ge=0)]
+    total: Annotated[int, Field(ge=0, description="Entries so far.")]
+    next_token: Absent[
+        Annotated[
+            str,
+            Field(
+                max_length=MAX_TOKEN_CHARS,
+                description="Absent once the session is finished and read to its end.",
+            ),
+        ]
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -313,47 +309,37 @@ class EventsPage:
     ``in_progress``: more entries may still come.
     """
 
+    __pydantic_config__ = RESPONSE
+
     session_id: str
-    session_state: str
-    in_progress: bool
-    offset: int
-    total: int
+    state: Literal["writable", "readonly"]
+    in_progress: Annotated[bool, Field(description="More entries may still come.")]
+    page: EventsPageInfo
     events: tuple[SoundEvent, ...]
-    next_token: str | None = None
-    error: str | None = None
+    error: Absent[Annotated[str, Field(description="Why inference failed, when it did.")]] = None
+
+    @property
+    def offset(self) -> int:
+        return self.page.offset
+
+    @property
+    def total(self) -> int:
+        return self.page.total
+
+    @property
+    def next_token(self) -> str | None:
+        return self.page.next_token
+
+    @property
+    def session_state(self) -> str:
+        return self.state
 
     def to_dict(self) -> dict[str, Any]:
-        page: dict[str, Any] = {
-            "offset": self.offset,
-            "count": len(self.events),
-            "total": self.total,
-        }
-        if self.next_token is not None:
-            page["next_token"] = self.next_token
-        body: dict[str, Any] = {
-            "session_id": self.session_id,
-            "state": self.session_state,
-            "in_progress": self.in_progress,
-            "page": page,
-            "events": [event.to_dict() for event in self.events],
-        }
-        if self.error is not None:
-            body["error"] = self.error
-        return body
+        return to_wire(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EventsPage:
-        page = data["page"]
-        return cls(
-            str(data["session_id"]),
-            str(data["state"]),
-            bool(data["in_progress"]),
-            int(page["offset"]),
-            int(page["total"]),
-            tuple(SoundEvent.from_dict(item) for item in data["events"]),
-            page.get("next_token"),
-            data.get("error"),
-        )
+        return from_wire(cls, data)
 
 
 @dataclass(frozen=True)
@@ -382,92 +368,12 @@ class StreamPosition:
         return position
 
 
-# -- OpenAPI: declared here, next to the types, and merged into protocol.openapi ------------
-
-_ENTRY_FIELDS = {
-    "id": {"type": "integer", "minimum": 0, "description": "The event's id, from 0 per session."},
-    "tag": {"type": "string", "description": "The tag (GET /tags/official lists them)."},
-    "start_time": {"type": "number", "description": "Onset, seconds from the session's start."},
-    "end_time": {
-        "type": "number",
-        "description": "Offset: final when closed, how far the event reaches so far when open.",
-    },
-    "confidence": {"type": "number", "description": "The tag's highest window probability."},
-    "state": {"type": "string", "enum": list(EVENT_STATES)},
-}
+# -- OpenAPI paths; the schemas come from the types above --------------------------------------
 
 
-def _tag_values(kind: dict[str, Any], what: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": what,
-        "additionalProperties": kind,
-        "maxProperties": MAX_TAG_OVERRIDES,
-    }
-
-
-_MS = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_DURATION_MS}
-_PROBABILITY = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1,
-                "exclusiveMaximum": True}  # fmt: skip
-
-EVENT_SCHEMAS: dict[str, Any] = {
-    "Webhook": {
-        "type": "object",
-        "required": ["url", "secret"],
-        "description": WebhookTarget.__doc__,
-        "properties": {
-            "url": {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": "^https?://"},
-            "secret": {"type": "string", "minLength": MIN_WEBHOOK_SECRET_CHARS},
-        },
-    },
-    "EventParams": {
-        "type": "object",
-        "description": "Event rules (tympan): how windows become events; all optional.",
-        "properties": {
-            "threshold": {**_PROBABILITY, "description": "Probability a window must pass."},
-            "merge_window_ms": {**_MS, "description": "Runs this close merge (default 500)."},
-            "min_duration_ms": {**_MS, "description": "Shorter events are dropped (default 0)."},
-            "tag_threshold": _tag_values(_PROBABILITY, "Threshold per tag."),
-            "tag_merge_window_ms": _tag_values(_MS, "Merge window per tag."),
-            "tag_min_duration_ms": _tag_values(_MS, "Minimum duration per tag."),
-            "boundary": {"type": "string", "enum": list(BOUNDARIES), "default": "refined"},
-        },
-    },
-    "SoundEvent": {
-        "type": "object",
-        "required": list(_ENTRY_FIELDS),
-        "properties": _ENTRY_FIELDS,
-        "additionalProperties": False,
-        "description": "One event log entry.",
-    },
-    "EventsPage": {
-        "type": "object",
-        "required": ["session_id", "state", "in_progress", "page", "events"],
-        "additionalProperties": False,
-        "properties": {
-            "session_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["writable", "readonly"]},
-            "in_progress": {"type": "boolean", "description": "More entries may still come."},
-            "page": {
-                "type": "object",
-                "required": ["offset", "count", "total"],
-                "additionalProperties": False,
-                "properties": {
-                    "offset": {"type": "integer", "minimum": 0},
-                    "count": {"type": "integer", "minimum": 0},
-                    "total": {"type": "integer", "minimum": 0, "description": "Entries so far."},
-                    "next_token": {
-                        "type": "string",
-                        "maxLength": MAX_TOKEN_CHARS,
-                        "description": "Absent once the session is finished and read to its end.",
-                    },
-                },
-            },
-            "events": {"type": "array", "items": {"$ref": "#/components/schemas/SoundEvent"}},
-            "error": {"type": "string", "description": "Why inference failed, when it did."},
-        },
-    },
-}
+def _plain(schema: dict[str, Any]) -> dict[str, Any]:
+    """A body field's schema as a query parameter's: never null, no description."""
+    return {k: v for k, v in schema.items() if k not in ("nullable", "description")}
 
 
 def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -480,8 +386,11 @@ def event_paths(
     responses: dict[str, Any],
     security: list[dict[str, Any]],
     max_token_chars: int,
+    params_schema: dict[str, Any],
 ) -> dict[str, Any]:
-    """The events routes, in the document's own building blocks."""
+    """The events routes, in the document's own building blocks; ``params_schema`` is the
+    generated schema of ``EventParams``, whose fields are also query parameters."""
+    rules = params_schema["properties"]
     tag_values = {
         "type": "array",
         "maxItems": MAX_TAG_OVERRIDES,
@@ -508,15 +417,14 @@ def event_paths(
                         "Only open or only closed entries.",
                         {"type": "string", "enum": list(EVENT_STATES)},
                     ),
-                    _query("threshold", "Probability a window must pass.", _PROBABILITY),
-                    _query("merge_window_ms", "Runs this close merge.", _MS),
-                    _query("min_duration_ms", "Shorter events are dropped.", _MS),
+                    *(
+                        _query(name, schema.get("description", name), _plain(schema))
+                        for name, schema in rules.items()
+                        if not name.startswith("tag_")
+                    ),
                     _query("tag_threshold", "tag:probability", tag_values, explode=True),
                     _query("tag_merge_window_ms", "tag:milliseconds", tag_values, explode=True),
                     _query("tag_min_duration_ms", "tag:milliseconds", tag_values, explode=True),
-                    _query(
-                        "boundary", "Edge placement.", {"type": "string", "enum": list(BOUNDARIES)}
-                    ),
                 ],
                 "responses": {
                     "200": {

@@ -10,13 +10,14 @@ canceled; ``output`` is there once it succeeded (until it expires), ``error`` on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from protocol.errors import BadRequest
-from protocol.events import MAX_WEBHOOK_URL_CHARS, EventParams
-from protocol.media import MEDIA_SCHEME, OBJECT_KEY_RULES
-from protocol.messages import SENSITIVITY_RANGE
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
+
+from protocol.events import MAX_WEBHOOK_URL_CHARS, EventParams, http_url
+from protocol.media import MEDIA_SCHEME, OBJECT_KEY_RULES, Timestamp
+from protocol.messages import SenseEvent, Sensitivity
+from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, to_wire
 
 __all__ = [
     "CANCELED",
@@ -24,13 +25,21 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "JOB_HOP_S",
+    "JOB_PAGE_DEFAULT",
     "JOB_PAGE_MAX",
+    "JOB_SKIP_MAX",
     "PENDING",
     "RUNNING",
     "SOUND_EVENTS",
     "SUCCEEDED",
+    "Job",
+    "JobCreated",
+    "JobEvent",
+    "JobPage",
     "JobView",
     "SoundEventsInput",
+    "SoundEventsOutput",
+    "WebhookSecret",
 ]
 
 CREATED: Final = "created"
@@ -41,95 +50,142 @@ FAILED: Final = "failed"
 CANCELED: Final = "canceled"
 FINISHED: Final = (SUCCEEDED, FAILED, CANCELED)
 SOUND_EVENTS: Final = "sound-events"
+JOB_PAGE_DEFAULT: Final = 20
 JOB_PAGE_MAX: Final = 100
+JOB_SKIP_MAX: Final = 2**31
 JOB_HOP_S: Final = 0.5  # seconds between the starts of consecutive windows of the output
+JobStatus = Literal["created", "pending", "running", "succeeded", "failed", "canceled"]
+
+
+def _object_key(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.startswith(MEDIA_SCHEME):
+            raise ValueError(f"must start with {MEDIA_SCHEME}; {OBJECT_KEY_RULES}")
+        return value.removeprefix(MEDIA_SCHEME)
+    return value
 
 
 @dataclass(frozen=True)
 class SoundEventsInput:
-    """What a sound-events job analyses, and how."""
+    """``POST /v1/sound-events``: what a sound-events job analyses, and how."""
 
-    object_key: str
-    webhook: str | None = None
-    events: EventParams = field(default_factory=EventParams)
-    sensitivity: int = 0
+    __pydantic_config__ = REQUEST
+
+    object_key: Annotated[
+        str,
+        Field(alias="url", min_length=1),
+        BeforeValidator(_object_key),
+        PlainSerializer(lambda key: MEDIA_SCHEME + key, return_type=str),
+        Field(
+            json_schema_extra={"pattern": f"^{MEDIA_SCHEME}"},
+            description=f"{MEDIA_SCHEME}<object-key> of an uploaded file.",
+        ),
+    ]
+    webhook: Annotated[
+        str | None,
+        Field(
+            max_length=MAX_WEBHOOK_URL_CHARS,
+            description="Called with the job once it succeeded, failed or was canceled.",
+        ),
+        AfterValidator(lambda url: url if url is None else http_url(url)),
+    ] = None
+    events: Annotated[
+        EventParams,
+        BeforeValidator(lambda value: EventParams() if value is None else value),
+        Field(description="Event rules, as the session API's."),
+    ] = field(default_factory=EventParams)
+    sensitivity: Annotated[
+        Sensitivity,
+        Field(description="Detection sensitivity for every tag: -2 (fewest) to 2 (most)."),
+    ] = 0
 
     @classmethod
     def from_body(cls, body: object) -> SoundEventsInput:
-        if not isinstance(body, dict):
-            raise BadRequest('the body must be a JSON object {"url": "media://<object-key>", ...}')
-        url = body.get("url")
-        if not isinstance(url, str) or not url.startswith(MEDIA_SCHEME):
-            raise BadRequest(
-                f"url must be a string starting with {MEDIA_SCHEME}; {OBJECT_KEY_RULES}"
-            )
-        webhook = body.get("webhook")
-        if webhook is not None and (
-            not isinstance(webhook, str)
-            or len(webhook) > MAX_WEBHOOK_URL_CHARS
-            or not webhook.startswith(("http://", "https://"))
-            or not webhook.split("://", 1)[1].split("/", 1)[0]
-        ):
-            raise BadRequest(
-                f"webhook must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL_CHARS} "
-                "characters"
-            )
-        sensitivity = body.get("sensitivity", 0)
-        low, high = SENSITIVITY_RANGE
-        if (
-            isinstance(sensitivity, bool)
-            or not isinstance(sensitivity, int)
-            or not (low <= sensitivity <= high)
-        ):
-            raise BadRequest(f"sensitivity must be an integer from {low} to {high}")
-        return cls(
-            url.removeprefix(MEDIA_SCHEME),
-            webhook,
-            EventParams.from_body(body.get("events")),
-            sensitivity,
-        )
+        return parse(cls, body, "the body")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "url": MEDIA_SCHEME + self.object_key,
-            "webhook": self.webhook,
-            "events": self.events.to_dict() or None,
-            "sensitivity": self.sensitivity,
-        }
-
-
-def _iso(epoch_s: float | None) -> str | None:
-    if epoch_s is None:
-        return None
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
+        data: dict[str, Any] = to_wire(self)
+        data["events"] = self.events.to_dict() or None
+        return data
 
 
 @dataclass(frozen=True)
-class JobView:
-    """A job as ``GET /v1/jobs/<jobId>`` (and the webhook) shows it."""
+class JobCreated:
+    __pydantic_config__ = RESPONSE
 
-    job_id: str
-    kind: str
-    status: str
-    created_at_s: float
-    updated_at_s: float
-    progress: float  # 0-100, percent of the media's bytes analysed
-    output: dict[str, Any] | None = None
-    error: str | None = None
-    output_expires_at_s: float | None = None
+    job_id: Annotated[str, Field(alias="jobId")]
+    status: Literal["pending"]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One sound event of a recording (Cochl's field names; seconds from its start)."""
+
+    __pydantic_config__ = RESPONSE
+
+    tag: str
+    start_time: float
+    end_time: float
+    confidence: Annotated[float, Field(description="The tag's highest window probability.")]
+
+
+@dataclass(frozen=True)
+class SoundEventsOutput:
+    """What a succeeded sound-events job found: every window and the recording's events."""
+
+    __pydantic_config__ = RESPONSE
+
+    windows: tuple[SenseEvent, ...]
+    events: tuple[JobEvent, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "jobId": self.job_id,
-            "kind": self.kind,
-            "status": self.status,
-            "createdAt": _iso(self.created_at_s),
-            "updatedAt": _iso(self.updated_at_s),
-            "progress": self.progress,
-        }
-        if self.output is not None:
-            data["output"] = self.output
-            data["outputExpiresAt"] = _iso(self.output_expires_at_s)
-        if self.error is not None:
-            data["error"] = self.error
-        return data
+        return to_wire(self)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as ``GET /v1/jobs/<jobId>`` (and the webhook) shows it."""
+
+    __pydantic_config__ = RESPONSE
+
+    job_id: Annotated[str, Field(alias="jobId")]
+    kind: Literal["sound-events"]
+    status: JobStatus
+    created_at_s: Annotated[Timestamp, Field(alias="createdAt")]
+    updated_at_s: Annotated[Timestamp, Field(alias="updatedAt")]
+    progress: Annotated[
+        float, Field(ge=0, le=100, description="Percent of the media's bytes analysed.")
+    ]
+    output: Absent[SoundEventsOutput] = None
+    error: Absent[str] = None
+    output_expires_at_s: Annotated[Absent[Timestamp], Field(alias="outputExpiresAt")] = None
+
+    @staticmethod
+    def output_of(stored: dict[str, Any] | None) -> SoundEventsOutput | None:
+        return None if stored is None else from_wire(SoundEventsOutput, stored)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_wire(self)
+
+
+JobView = Job
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """``GET /v1/jobs``: the team's jobs, newest first."""
+
+    __pydantic_config__ = RESPONSE
+
+    items: tuple[Job, ...]
+    take: Annotated[int, Field(ge=1, le=JOB_PAGE_MAX)]
+    skip: Annotated[int, Field(ge=0, le=JOB_SKIP_MAX)]
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    """The secret a team's job webhooks are signed with."""
+
+    __pydantic_config__ = RESPONSE
+
+    secret: str

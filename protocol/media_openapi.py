@@ -2,16 +2,35 @@
 Media API and the Jobs API. Served at ``GET /v1/openapi.json``; the session API has its own document at
 ``/api/v1/openapi.json``.
 
-Response schemas forbid unknown properties, so the suite's schema-driven tests fail when a
-field is added on one side only.
+The component schemas are generated from the wire types (``protocol.media``, ``protocol.jobs``;
+see ``protocol.wire``). Response schemas forbid unknown properties, so the suite's schema-driven
+tests fail when a field is added on one side only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from protocol.jobs import CANCELED, CREATED, FAILED, JOB_PAGE_MAX, PENDING, RUNNING, SUCCEEDED
-from protocol.media import KEY_IS_VALID, MAX_OBJECT_KEY_CHARS, MEDIA_SCHEME
+from protocol.errors import GenericError
+from protocol.jobs import (
+    JOB_PAGE_DEFAULT,
+    JOB_PAGE_MAX,
+    JOB_SKIP_MAX,
+    Job,
+    JobCreated,
+    JobPage,
+    SoundEventsInput,
+    WebhookSecret,
+)
+from protocol.media import (
+    MAX_OBJECT_KEY_CHARS,
+    OBJECT_KEY_PATTERN,
+    KeyCheck,
+    MediaInput,
+    MediaObject,
+    MediaUploadUrl,
+)
+from protocol.wire import schemas
 
 __all__ = ["media_openapi_document"]
 
@@ -32,18 +51,8 @@ _OBJECT_KEY = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_OBJECT_KEY_CHARS,
-    "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+    "pattern": OBJECT_KEY_PATTERN,
 }
-
-
-def _closed(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
-    return {
-        "type": "object",
-        "required": required,
-        "properties": properties,
-        "additionalProperties": False,
-        **extra,
-    }
 
 
 def _json(description: str, schema: Schema) -> Schema:
@@ -57,105 +66,21 @@ def _errors(*statuses: int) -> dict[str, Schema]:
 _BEARER: list[dict[str, list[str]]] = [{"Bearer": []}, {"API_Key": []}]
 
 
-def _schemas() -> dict[str, Schema]:
-    return {
-        "Error": _closed(
-            ["error", "status_code"],
-            {
-                "error": {"type": "string", "description": "Human-readable; do not parse it."},
-                "status_code": {"type": "integer", "minimum": 400, "maximum": 599},
-                "request_id": {"type": "string"},
-            },
-        ),
-        "KeyCheck": _closed(
-            list(KEY_IS_VALID),
-            {name: {"type": "string", "enum": [value]} for name, value in KEY_IS_VALID.items()},
-        ),
-        "MediaInput": {
-            "type": "object",
-            "required": ["url"],
-            "properties": {
-                "url": {
-                    "type": "string",
-                    "pattern": f"^{MEDIA_SCHEME}",
-                    "description": f"{MEDIA_SCHEME}<object-key>, e.g. "
-                    f"{MEDIA_SCHEME}meetings/2024-01-15/call.wav",
-                }
-            },
-        },
-        "UploadUrl": _closed(
-            ["url"],
-            {
-                "url": {
-                    "type": "string",
-                    "description": "Where to PUT the bytes (application/octet-stream), with no "
-                    "key: a signed URL (tympan's own, or the S3 service's).",
-                }
-            },
-        ),
-        "SoundEventsJob": {
-            "type": "object",
-            "required": ["url"],
-            "properties": {
-                "url": {"type": "string", "pattern": f"^{MEDIA_SCHEME}"},
-                "webhook": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
-                "events": {"type": "object", "description": "Event rules (as the session API)."},
-                "sensitivity": {"type": "integer", "minimum": -2, "maximum": 2},
-            },
-        },
-        "JobCreated": _closed(
-            ["jobId", "status"],
-            {"jobId": {"type": "string"}, "status": {"type": "string", "enum": [PENDING]}},
-        ),
-        "Job": _closed(
-            ["jobId", "kind", "status", "createdAt", "updatedAt", "progress"],
-            {
-                "jobId": {"type": "string"},
-                "kind": {"type": "string", "enum": ["sound-events"]},
-                "status": {
-                    "type": "string",
-                    "enum": [CREATED, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED],
-                },
-                "createdAt": {"type": "string", "format": "date-time"},
-                "updatedAt": {"type": "string", "format": "date-time"},
-                "progress": {"type": "number", "minimum": 0, "maximum": 100},
-                "output": {
-                    "type": "object",
-                    "required": ["windows", "events"],
-                    "properties": {
-                        "windows": {"type": "array", "items": {"type": "object"}},
-                        "events": {"type": "array", "items": {"type": "object"}},
-                    },
-                },
-                "outputExpiresAt": {"type": "string", "format": "date-time", "nullable": True},
-                "error": {"type": "string"},
-            },
-        ),
-        "JobPage": _closed(
-            ["items", "take", "skip"],
-            {
-                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-                "take": {"type": "integer", "minimum": 1, "maximum": JOB_PAGE_MAX},
-                "skip": {"type": "integer", "minimum": 0},
-            },
-        ),
-        "WebhookSecret": _closed(["secret"], {"secret": {"type": "string"}}),
-        "Media": _closed(
-            ["url", "size_bytes", "sha256", "created_at", "expires_at"],
-            {
-                "url": {"type": "string", "pattern": f"^{MEDIA_SCHEME}"},
-                "size_bytes": {"type": "integer", "minimum": 0},
-                "sha256": {
-                    "type": "string",
-                    "nullable": True,
-                    "pattern": "^[0-9a-f]{64}$",
-                    "description": "Null for an object uploaded straight to S3.",
-                },
-                "created_at": {"type": "string", "format": "date-time"},
-                "expires_at": {"type": "string", "format": "date-time"},
-            },
-        ),
-    }
+REQUESTS = (MediaInput, SoundEventsInput)
+RESPONSES = (
+    GenericError,
+    KeyCheck,
+    MediaUploadUrl,
+    MediaObject,
+    JobCreated,
+    Job,
+    JobPage,
+    WebhookSecret,
+)
+
+
+def _ref(kind: type[Any]) -> Schema:
+    return {"$ref": f"#/components/schemas/{kind.__name__}"}
 
 
 def _paths() -> dict[str, Schema]:
@@ -176,10 +101,10 @@ def _paths() -> dict[str, Schema]:
                 "security": _BEARER,
                 "requestBody": {
                     "required": True,
-                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/SoundEventsJob"}}},
+                    "content": {JSON: {"schema": _ref(SoundEventsInput)}},
                 },
                 "responses": {
-                    "200": _json("The job.", {"$ref": "#/components/schemas/JobCreated"}),
+                    "200": _json("The job.", _ref(JobCreated)),
                     **_errors(400, 401, 404, 413, 500),
                 },
             }
@@ -194,16 +119,26 @@ def _paths() -> dict[str, Schema]:
                     {
                         "name": "take",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": JOB_PAGE_MAX},
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": JOB_PAGE_MAX,
+                            "default": JOB_PAGE_DEFAULT,
+                        },
                     },
                     {
                         "name": "skip",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31},
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": JOB_SKIP_MAX,
+                            "default": 0,
+                        },
                     },
                 ],
                 "responses": {
-                    "200": _json("A page of jobs.", {"$ref": "#/components/schemas/JobPage"}),
+                    "200": _json("A page of jobs.", _ref(JobPage)),
                     **_errors(400, 401, 500),
                 },
             }
@@ -216,7 +151,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "A job: status, progress, output once succeeded",
                 "security": _BEARER,
                 "responses": {
-                    "200": _json("The job.", {"$ref": "#/components/schemas/Job"}),
+                    "200": _json("The job.", _ref(Job)),
                     **_errors(401, 404, 500),
                 },
             },
@@ -229,7 +164,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Cancel a job that has not finished",
                 "security": _BEARER,
                 "responses": {
-                    "200": _json("The job after.", {"$ref": "#/components/schemas/Job"}),
+                    "200": _json("The job after.", _ref(Job)),
                     **_errors(401, 404, 500),
                 },
             },
@@ -241,7 +176,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "The secret the team's job webhooks are signed with",
                 "security": _BEARER,
                 "responses": {
-                    "200": _json("The secret.", {"$ref": "#/components/schemas/WebhookSecret"}),
+                    "200": _json("The secret.", _ref(WebhookSecret)),
                     **_errors(401, 500),
                 },
             }
@@ -253,7 +188,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Check that an API key works",
                 "security": _BEARER,
                 "responses": {
-                    "200": _json("The key is valid.", {"$ref": "#/components/schemas/KeyCheck"}),
+                    "200": _json("The key is valid.", _ref(KeyCheck)),
                     **_errors(401, 500),
                 },
             }
@@ -266,10 +201,10 @@ def _paths() -> dict[str, Schema]:
                 "security": _BEARER,
                 "requestBody": {
                     "required": True,
-                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/MediaInput"}}},
+                    "content": {JSON: {"schema": _ref(MediaInput)}},
                 },
                 "responses": {
-                    "201": _json("The upload URL.", {"$ref": "#/components/schemas/UploadUrl"}),
+                    "201": _json("The upload URL.", _ref(MediaUploadUrl)),
                     **_errors(400, 401, 413, 500),
                 },
             }
@@ -302,7 +237,7 @@ def _paths() -> dict[str, Schema]:
                     },
                 },
                 "responses": {
-                    "200": _json("Stored and durable.", {"$ref": "#/components/schemas/Media"}),
+                    "200": _json("Stored and durable.", _ref(MediaObject)),
                     **_errors(400, 403, 408, 409, 413, 500),
                 },
             }
@@ -315,7 +250,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Describe an uploaded file",
                 "security": _BEARER,
                 "responses": {
-                    "200": _json("The file.", {"$ref": "#/components/schemas/Media"}),
+                    "200": _json("The file.", _ref(MediaObject)),
                     **_errors(400, 401, 404, 500),
                 },
             },
@@ -335,7 +270,7 @@ def _paths() -> dict[str, Schema]:
 
 def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
     """The document, for a server whose pyannoteAI-style API lives at ``server_url``."""
-    error = {"$ref": "#/components/schemas/Error"}
+    error = _ref(GenericError)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -356,7 +291,7 @@ def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
         ],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas(REQUESTS, RESPONSES),
             "responses": {
                 f"E{status}": _json(description, error) for status, description in _ERRORS.items()
             },

@@ -6,17 +6,38 @@ the ``API_Key`` security scheme are Cochl.Sense v1.1.0's, so code written agains
 client keeps its names; tympan's additions (sensitivities, window hop, ``/results``, msgpack) are
 extra optional fields, extra schemas and one extra operation.
 
-Response schemas forbid unknown properties: the test suite validates every response of a real
-server against them, so a field added or renamed on one side and not the other fails there.
+The component schemas are generated from the wire types (``protocol.messages``,
+``protocol.events``; see ``protocol.wire``); the paths are written here. Response schemas forbid
+unknown properties: the test suite validates every response of a real server against them, so
+a field added or renamed on one side and not the other fails there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from protocol.events import EVENT_SCHEMAS, event_paths
-from protocol.messages import MAX_METADATA_BYTES, SENSITIVITY_RANGE, WINDOW_HOPS_S
+from protocol.errors import GenericError
+from protocol.events import EventParams, EventsPage, event_paths
+from protocol.messages import (
+    DEFAULT_PAGE_COUNT,
+    MAX_OFFSET,
+    MAX_PAGE_COUNT,
+    MAX_STATUS_TOKEN_CHARS,
+    AudioChunk,
+    AudioChunkMsgpack,
+    CreateSession,
+    CreateSessionResponse,
+    OfficialTag,
+    PredictRequest,
+    PredictRequestMsgpack,
+    PredictResponse,
+    SessionRefs,
+    SessionResults,
+    SessionStatus,
+    UpdateSession,
+)
 from protocol.tokens import MAX_TOKEN_CHARS as MAX_SCOPED_TOKEN_CHARS
+from protocol.wire import schemas
 
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
@@ -24,13 +45,6 @@ OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.1.0"
 JSON = "application/json"
 MSGPACK = "application/msgpack"
-MAX_PAGE_COUNT = 1024
-DEFAULT_PAGE_COUNT = 32
-MAX_CONTENT_TYPE_CHARS = 256
-MAX_TOTAL_SIZE = 2**53
-MAX_OFFSET = 2**62
-MAX_TOKEN_CHARS = 64
-WINDOW_HOP_SPELLINGS = ("0.5s", "500ms", "0.5", "1s", "1000ms", "1", "1.0s", "1.0")
 
 Schema = dict[str, Any]
 
@@ -85,300 +99,30 @@ def _int(low: int, high: int | None = None, **extra: Any) -> Schema:
     return {**schema, **extra}
 
 
-def _response_object(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
-    """A response object tympan produces: nothing undocumented may appear in it."""
-    return {
-        "type": "object",
-        "required": required,
-        "properties": properties,
-        "additionalProperties": False,
-        **extra,
-    }
-
-
-def _sensitivity(description: str, **extra: Any) -> Schema:
-    low, high = SENSITIVITY_RANGE
-    return _int(low, high, description=description, **extra)
+REQUESTS = (
+    CreateSession,
+    UpdateSession,
+    AudioChunk,
+    AudioChunkMsgpack,
+    PredictRequest,
+    PredictRequestMsgpack,
+    EventParams,
+)
+RESPONSES = (
+    CreateSessionResponse,
+    SessionRefs,
+    SessionStatus,
+    SessionResults,
+    PredictResponse,
+    OfficialTag,
+    GenericError,
+    EventsPage,
+)
 
 
 def _schemas() -> dict[str, Schema]:
-    events = {"type": "array", "items": _ref("SenseEvent")}
-    return {
-        **EVENT_SCHEMAS,
-        "AudioChunk": {
-            "type": "object",
-            "required": ["data"],
-            "properties": {
-                "data": {
-                    "type": "string",
-                    "description": "Raw audio encoded as base64 (at most 5 MiB once decoded by default: `TYMPAN_MAX_CHUNK_BYTES`).",
-                }
-            },
-        },
-        "AudioChunkMsgpack": {
-            "type": "object",
-            "description": "AudioChunk as a msgpack body.",
-            "required": ["data"],
-            "properties": {
-                "data": {
-                    "type": "string",
-                    "format": "binary",
-                    "description": "Raw audio bytes (msgpack bin), at most 5 MiB by default.",
-                }
-            },
-        },
-        "AudioContentType": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_CONTENT_TYPE_CHARS,
-            "description": (
-                "Type of audio to send: audio/wav, audio/mpeg, audio/ogg, audio/flac, audio/webm, "
-                "audio/aac, audio/mp4 (and their common aliases), or raw PCM as "
-                "`audio/x-raw; rate=16000; format=s16le; channels=1`. Raw sample formats: "
-                "s16le, s16be, s24le, s24be, s32le, s32be, u16le, u16be, u24le, u24be, u32le, "
-                "u32be, f16le, f16be, f24le, f24be, f32le, f32be, f64le, f64be, s8, u8, and "
-                "without a byte order (s16, s24, s32, u16, u24, u32, f16, f24, f32, f64, as "
-                "Cochl's sample clients write them) read as little-endian. An unsupported or "
-                "malformed content type is refused with 400 at creation."
-            ),
-            "example": "audio/x-raw; rate=16000; format=s16le",
-        },
-        "AudioMetadata": {
-            "type": "object",
-            "description": (
-                f"Free-form metadata of the session, at most {MAX_METADATA_BYTES} bytes as JSON."
-            ),
-            "additionalProperties": True,
-        },
-        "AudioType": {
-            "type": "string",
-            "enum": ["stream", "file"],
-            "description": "Whether the audio that will be sent is a stream or a file.",
-        },
-        "WindowHop": {
-            "description": (
-                "Seconds between the starts of consecutive windows: 0.5 (the default) or 1, as a "
-                'number or as a string such as "0.5s", "500ms" or "1s".'
-            ),
-            "oneOf": [
-                {"type": "string", "enum": list(WINDOW_HOP_SPELLINGS)},
-                {"type": "number", "enum": list(WINDOW_HOPS_S)},
-            ],
-        },
-        "CreateSession": {
-            "type": "object",
-            "required": ["content_type", "type"],
-            "properties": {
-                "content_type": _ref("AudioContentType"),
-                "metadata": _ref("AudioMetadata"),
-                "total_size": _int(
-                    1,
-                    MAX_TOTAL_SIZE,
-                    description=(
-                        "When at least this many bytes of audio have been uploaded the session "
-                        "becomes readonly (for a file, that starts inference)."
-                    ),
-                ),
-                "type": _ref("AudioType"),
-                "default_sensitivity": _sensitivity(
-                    "Detection sensitivity for every tag: -2 (fewest detections) to 2 (most).",
-                    default=0,
-                ),
-                "tags_sensitivity": {
-                    "type": "object",
-                    "description": "Sensitivity per tag name, overriding default_sensitivity.",
-                    "additionalProperties": _sensitivity("Sensitivity of this tag."),
-                },
-                "window_hop": _ref("WindowHop"),
-                "events": _ref("EventParams"),
-                "webhook": _ref("Webhook"),
-                "file_name": {"type": "string", "description": "Name of the file, informative."},
-                "file_length": {
-                    "type": "number",
-                    "minimum": 0,
-                    "description": "Length of the file in seconds, informative.",
-                },
-            },
-        },
-        "CreateSessionResponse": _response_object(
-            ["chunk_sequence", "session_id", "window_size", "window_hop"],
-            {
-                "chunk_sequence": _int(0, description="Sequence of the next chunk: 0."),
-                "session_id": {"type": "string", "description": "Id of the new session."},
-                "window_size": {
-                    "type": "number",
-                    "exclusiveMinimum": True,
-                    "minimum": 0,
-                    "description": "Length in seconds of the window each result describes.",
-                },
-                "window_hop": {
-                    "type": "number",
-                    "enum": list(WINDOW_HOPS_S),
-                    "description": "Seconds between the starts of consecutive windows.",
-                },
-            },
-            description="SessionRefs plus the window geometry of the session's results.",
-        ),
-        "GenericError": _response_object(
-            ["error", "status_code"],
-            {
-                "error": {
-                    "type": "string",
-                    "description": "Human-readable description; do not parse it.",
-                },
-                "status_code": _int(400, 599, description="HTTP status code returned."),
-                "request_id": {
-                    "type": "string",
-                    "description": "Identifies the request in the server's logs (also in X-Request-Id).",
-                },
-            },
-        ),
-        "OfficialTag": _response_object(
-            ["id", "name"],
-            {
-                "id": {
-                    "type": "string",
-                    "description": "Tag id: the class's AudioSet id, `others` for Others.",
-                },
-                "name": {"type": "string", "description": "Tag name, as results carry it."},
-            },
-        ),
-        "PredictRequest": {
-            "type": "object",
-            "required": ["data"],
-            "properties": {
-                "sequence": _int(
-                    0,
-                    2**53,
-                    description="The chunk's sequence; the session's next one when absent.",
-                ),
-                "data": {
-                    "type": "string",
-                    "description": "Audio encoded as base64 (at most 5 MiB once decoded by default).",
-                },
-            },
-        },
-        "PredictRequestMsgpack": {
-            "type": "object",
-            "description": "PredictRequest as a msgpack body.",
-            "required": ["data"],
-            "properties": {
-                "sequence": _int(0, 2**53),
-                "data": {"type": "string", "format": "binary"},
-            },
-        },
-        "PredictResponse": _response_object(
-            ["data", "next_sequence", "windows"],
-            {
-                "data": {
-                    "allOf": [_ref("SenseEvent")],
-                    "description": (
-                        "The windows the chunk completed as one event: from the first's start to "
-                        "the last's end, each tag with its highest probability among them. When "
-                        "the chunk completed no window: no tags, and an empty span at the start "
-                        "of the next window."
-                    ),
-                },
-                "next_sequence": _int(0, description="The sequence of the next chunk."),
-                "windows": {
-                    "type": "array",
-                    "items": _ref("SenseEvent"),
-                    "description": "The completed windows one by one (a tympan extension).",
-                },
-            },
-        ),
-        "Page": _response_object(
-            ["count", "offset", "total"],
-            {
-                "count": _int(0, MAX_PAGE_COUNT, description="Number of results returned."),
-                "next_token": {
-                    "type": "string",
-                    "maxLength": MAX_TOKEN_CHARS,
-                    "description": (
-                        "Pass it as next_token to read the following results. Absent once the "
-                        "session is readonly, fully inferred and this page reaches the end."
-                    ),
-                },
-                "offset": _int(0, description="Index of the first returned result."),
-                "total": _int(0, description="Number of results available at the moment."),
-            },
-        ),
-        "Sense": _response_object(
-            ["in_progress", "page", "results"],
-            {
-                "in_progress": {
-                    "type": "boolean",
-                    "description": "True while uploaded audio is still waiting for inference.",
-                },
-                "page": _ref("Page"),
-                "results": events,
-            },
-        ),
-        "SenseEvent": _response_object(
-            ["end_time", "start_time", "tags"],
-            {
-                "end_time": {
-                    "type": "number",
-                    "description": "End of the window in seconds: start_time + window_size.",
-                },
-                "start_time": {
-                    "type": "number",
-                    "minimum": 0,
-                    "description": "Start of the window in seconds; grows by window_hop.",
-                },
-                "tags": {"type": "array", "items": _ref("SenseEventTag")},
-            },
-        ),
-        "SenseEventTag": _response_object(
-            ["name", "probability"],
-            {
-                "name": {"type": "string", "description": "Name of the recognised sound."},
-                "probability": {"type": "number", "minimum": 0, "maximum": 1},
-            },
-        ),
-        "SessionRefs": _response_object(
-            ["chunk_sequence", "session_id"],
-            {
-                "chunk_sequence": _int(0, description="Sequence of the next chunk to upload."),
-                "session_id": {"type": "string"},
-            },
-        ),
-        "SessionResults": _response_object(
-            ["state", "data", "has_more"],
-            {
-                "state": {
-                    "type": "string",
-                    "enum": ["pending", "in-progress", "done", "error"],
-                    "description": "Progress of the session's inference.",
-                },
-                "data": events,
-                "has_more": {
-                    "type": "boolean",
-                    "description": "False once no result beyond this page can ever appear.",
-                },
-                "error": {"type": "string", "description": "Why the session failed."},
-            },
-        ),
-        "SessionStatus": _response_object(
-            ["inference", "refs", "state"],
-            {
-                "error": {"type": "string", "description": "An error occurred in the session."},
-                "inference": _ref("Sense"),
-                "refs": _ref("SessionRefs"),
-                "state": {"type": "string", "enum": ["writable", "readonly", "deleted"]},
-            },
-        ),
-        "UpdateSession": {
-            "type": "object",
-            "properties": {
-                "make_readonly": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "True makes the session readonly; false never undoes that.",
-                }
-            },
-        },
-    }
+    """Generated from the wire types; names as Cochl's document has them."""
+    return schemas(REQUESTS, RESPONSES)
 
 
 _ERRORS = {
@@ -419,7 +163,7 @@ def _ok(description: str, schema: Schema | None = None) -> Schema:
 _KEY_OPTIONAL: list[dict[str, list[str]]] = [{"API_Key": []}, {}]
 
 
-def _paths() -> dict[str, Schema]:
+def _paths(components: dict[str, Schema]) -> dict[str, Schema]:
     session_id = {"$ref": "#/components/parameters/SessionId"}
     page_parameters = [
         {
@@ -442,6 +186,7 @@ def _paths() -> dict[str, Schema]:
             _error_responses(400, 401, 404, 500),
             _KEY_OPTIONAL,
             MAX_SCOPED_TOKEN_CHARS,
+            components["EventParams"],
         ),
         "/audio_sessions/": {
             "post": {
@@ -586,7 +331,7 @@ def _paths() -> dict[str, Schema]:
                         "description": (
                             "Token from a previous page; when set, offset and count are ignored."
                         ),
-                        "schema": {"type": "string", "maxLength": MAX_TOKEN_CHARS},
+                        "schema": {"type": "string", "maxLength": MAX_STATUS_TOKEN_CHARS},
                     },
                 ],
                 "responses": {
@@ -626,9 +371,9 @@ def _paths() -> dict[str, Schema]:
     }
 
 
-def _components() -> Schema:
+def _components(component_schemas: dict[str, Schema]) -> Schema:
     return {
-        "schemas": _schemas(),
+        "schemas": component_schemas,
         "parameters": {
             "SessionId": {
                 "name": "session_id",
@@ -668,6 +413,7 @@ def _components() -> Schema:
 
 def openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
     """The OpenAPI 3.0.3 document, for a server whose API lives at ``server_url``."""
+    component_schemas = _schemas()
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -680,6 +426,6 @@ def openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
             {"name": "audio_session", "description": "Audio sessions and their results."},
             {"name": "tags", "description": "The tags results may carry."},
         ],
-        "paths": _paths(),
-        "components": _components(),
+        "paths": _paths(component_schemas),
+        "components": _components(component_schemas),
     }

@@ -29,11 +29,12 @@ from protocol.events import (
     EVENT_STATES,
     EventParams,
     EventsPage,
+    EventsPageInfo,
     EventState,
     SoundEvent,
     StreamPosition,
 )
-from protocol.messages import SenseEvent, Tag
+from protocol.messages import DEFAULT_PAGE_COUNT, MAX_OFFSET, MAX_PAGE_COUNT, SenseEvent, Tag
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
 from server.config import Settings
@@ -45,7 +46,7 @@ from server.event_log import (
     rules_for,
     unpack_probabilities,
 )
-from server.service import DEFAULT_PAGE_COUNT, MAX_PAGE_COUNT, SessionService, int_param
+from server.service import SessionService, int_param
 from server.sessions import Session
 from server.store import EventLogRow, ResultRow, Store, StoreThread
 
@@ -126,7 +127,7 @@ class EventReads:
             state, overrides = walked
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = int_param(query, "offset", 0, 0, 2**62)
+            offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
             count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
         scope = json.dumps(
             {"events": overrides.to_dict(), "state": state}, sort_keys=True, separators=(",", ":")
@@ -152,14 +153,17 @@ class EventReads:
         exhausted = finished and next_index >= total
         return EventsPage(
             session_id=session_id,
-            session_state=session.state.value,
+            state=session.state.value,  # type: ignore[arg-type]
             in_progress=not finished,
-            offset=offset,
-            total=max(total, next_index),
+            page=EventsPageInfo(
+                offset=offset,
+                count=len(events),
+                total=max(total, next_index),
+                next_token=None
+                if exhausted
+                else self._tokens.encode(PageCursor(session_id, next_index, count, scope)),
+            ),
             events=events,
-            next_token=None
-            if exhausted
-            else self._tokens.encode(PageCursor(session_id, next_index, count, scope)),
             error=session.error,
         )
 

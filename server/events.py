@@ -83,15 +83,6 @@ class Event:
     confidence: float
     closed: bool
 
-    def as_wire(self) -> dict[str, str | float]:
-        """Cochl's field names: ``tag``, ``start_time``, ``end_time`` (seconds), ``confidence``."""
-        return {
-            "tag": self.tag,
-            "start_time": self.start_time_s,
-            "end_time": self.end_time_s,
-            "confidence": self.confidence,
-        }
-
 
 @dataclass(frozen=True)
 class EventTransition:

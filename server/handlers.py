@@ -12,6 +12,7 @@ from protocol.codec import decode_body
 from protocol.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from protocol.messages import parse_chunk_data
 from protocol.openapi import openapi_document
+from protocol.wire import to_wire
 from server.appkeys import ENGINE_STATE, EVENTS, METRICS, SERVICE, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
@@ -114,7 +115,7 @@ async def predict(request: web.Request) -> web.Response:
 @routes.get(API + "/tags/official")
 async def official_tags(request: web.Request) -> web.Response:
     tags = request.app[SERVICE].official_tags(presented_key(request.headers))
-    return json_response(request, tags)
+    return json_response(request, to_wire(tags))
 
 
 @routes.patch(API + "/audio_sessions/{session_id}")

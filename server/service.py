@@ -19,19 +19,27 @@ import pybase64
 
 from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
 from protocol.messages import (
+    DEFAULT_PAGE_COUNT,
+    MAX_OFFSET,
+    MAX_PAGE_COUNT,
     AudioType,
     CreateSession,
+    CreateSessionResponse,
+    OfficialTag,
     Page,
     PredictRequest,
     PredictResponse,
+    Sense,
     SenseEvent,
     SessionRefs,
+    SessionResults,
     SessionStatus,
     Tag,
     UpdateSession,
 )
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
+from protocol.wire import to_wire
 from server.audio import ContentTypeError, parse_content_type
 from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
@@ -46,12 +54,10 @@ from server.store import ResultRow, Store, StoreThread
 from server.tagging import OTHERS
 from server.webhooks import WebhookDispatcher
 
-__all__ = ["DEFAULT_PAGE_COUNT", "MAX_PAGE_COUNT", "SessionService", "int_param"]
+__all__ = ["SessionService", "int_param"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_COUNT = 32
-MAX_PAGE_COUNT = 1024
 _WHITESPACE = str.maketrans("", "", " \t\r\n")
 
 
@@ -62,11 +68,14 @@ class CreatedSession:
     window_hop_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.refs.to_dict(),
-            "window_size": self.window_size_s,
-            "window_hop": self.window_hop_s,
-        }
+        return to_wire(
+            CreateSessionResponse(
+                self.refs.session_id,
+                self.refs.chunk_sequence,
+                self.window_size_s,
+                self.window_hop_s,
+            )
+        )
 
 
 def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -147,7 +156,7 @@ class SessionService:
         tokens: TokenCodec,
         window_seconds: float,
         metrics: Metrics | None = None,
-        official_tags: tuple[dict[str, str], ...] = (),
+        official_tags: tuple[OfficialTag, ...] = (),
     ) -> None:
         """``official_tags``: what ``GET /tags/official`` lists (``tagging.official_tags``)."""
         self._official_tags = official_tags
@@ -224,7 +233,7 @@ class SessionService:
 
     # -- access ---------------------------------------------------------------------------
 
-    def official_tags(self, key: str | None) -> list[dict[str, str]]:
+    def official_tags(self, key: str | None) -> list[OfficialTag]:
         """The tags results may carry. No key needed (Cochl's SDK sends none); a key that is
         sent must be valid, and the call counts against its request rate."""
         if key is not None:
@@ -424,7 +433,7 @@ class SessionService:
                 raise BadRequest("next_token was issued for this session's events, not its status")
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = int_param(query, "offset", 0, 0, 2**62)
+            offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
             count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
         if wait:
             await self._wait_for_results(session, offset)
@@ -436,7 +445,7 @@ class SessionService:
     ) -> dict[str, Any]:
         """Newer Cochl clients' ``/results``: a flat page with a coarse inference state."""
         session = self._session(session_id, key)
-        offset = int_param(query, "offset", 0, 0, 2**62)
+        offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
         limit = int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
         rows = await self._read_results(session_id, offset, limit)
         if session.error is not None:
@@ -447,14 +456,14 @@ class SessionService:
             state = "in-progress"
         else:
             state = "pending"
-        body: dict[str, Any] = {
-            "state": state,
-            "data": [self._event(row).to_dict() for row in rows],
-            "has_more": (offset + len(rows) < session.results_count) or not session.finished,
-        }
-        if session.error is not None:
-            body["error"] = session.error
-        return body
+        return to_wire(
+            SessionResults(
+                state=state,  # type: ignore[arg-type]
+                data=tuple(self._event(row) for row in rows),
+                has_more=(offset + len(rows) < session.results_count) or not session.finished,
+                error=session.error,
+            )
+        )
 
     async def expire_inactive(self, now: float | None = None) -> int:
         """Delete sessions that received no chunk for the inactivity period."""
@@ -533,9 +542,11 @@ class SessionService:
         return SessionStatus(
             state=session.state,
             refs=SessionRefs(session.id, session.next_chunk_seq),
-            in_progress=not session.inference_done
-            and (session.pending_chunks > 0 or session.state is not SessionState.WRITABLE),
-            page=Page(offset=offset, count=len(rows), total=total, next_token=token),
-            results=tuple(self._event(row) for row in rows),
+            inference=Sense(
+                in_progress=not session.inference_done
+                and (session.pending_chunks > 0 or session.state is not SessionState.WRITABLE),
+                page=Page(offset=offset, count=len(rows), total=total, next_token=token),
+                results=tuple(self._event(row) for row in rows),
+            ),
             error=session.error,
         )

@@ -30,19 +30,7 @@ def chunk_digest(data: bytes) -> bytes:
 
 
 def params_to_dict(params: CreateSession) -> dict[str, Any]:
-    return {
-        "type": params.type.value,
-        "content_type": params.content_type,
-        "metadata": params.metadata,
-        "total_size": params.total_size,
-        "default_sensitivity": params.default_sensitivity,
-        "tags_sensitivity": params.tags_sensitivity,
-        "window_hop": params.window_hop_s,
-        "file_name": params.file_name,
-        "file_length": params.file_length_s,
-        "events": params.events.to_dict() or None,
-        "webhook": None if params.webhook is None else params.webhook.to_dict(),
-    }
+    return params.to_dict()
 
 
 def params_from_dict(data: dict[str, Any]) -> CreateSession:

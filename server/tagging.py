@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from protocol.messages import OfficialTag
+
 __all__ = [
     "BASE_THRESHOLD_LOGIT",
     "OTHERS",
@@ -84,10 +86,10 @@ class Tagger:
         return windows
 
 
-def official_tags(class_map: Sequence[tuple[str, str]]) -> tuple[dict[str, str], ...]:
+def official_tags(class_map: Sequence[tuple[str, str]]) -> tuple[OfficialTag, ...]:
     """The tags this model can report, as ``GET /tags/official`` lists them: every class but
     the ones that are not sound events (id: its AudioSet id), then ``Others``."""
     reportable = [
-        {"id": class_id, "name": name} for class_id, name in class_map if name not in _NOT_EVENTS
+        OfficialTag(class_id, name) for class_id, name in class_map if name not in _NOT_EVENTS
     ]
-    return (*reportable, {"id": OTHERS_ID, "name": OTHERS})
+    return (*reportable, OfficialTag(OTHERS_ID, OTHERS))

@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from protocol.client import MalformedResponse, SessionFailed, Transport, TympanClient
-from protocol.events import EventParams, EventsPage, SoundEvent
+from protocol.events import EventParams, EventsPage, EventsPageInfo, SoundEvent
 from protocol.sync_client import SyncTympanClient
 from server.app import create_app
 from server.config import Settings
@@ -91,7 +91,11 @@ async def test_events_sends_filters_and_rule_overrides_as_query_parameters(
         got = await client.events("S", offset=0, count=10, state="closed", params=params)
         await client.events("S", next_token="T1", wait=False)
     assert got == EventsPage(
-        "S", "readonly", True, 0, 1, (SoundEvent(0, "Dog", 0.0, 1.0, 0.9, "closed"),), "T1"
+        "S",
+        "readonly",
+        True,
+        EventsPageInfo(0, 1, 1, "T1"),
+        (SoundEvent(0, "Dog", 0.0, 1.0, 0.9, "closed"),),
     )
     first, second = log.queries
     assert sorted(first.items()) == sorted(

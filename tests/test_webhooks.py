@@ -140,7 +140,8 @@ async def test_a_dead_receiver_is_given_up_per_entry(
     [
         ({"url": "ftp://example.test/x", "secret": SECRET}, "webhook.url must be an http"),
         ({"url": "http://", "secret": SECRET}, "webhook.url must be an http"),
-        ({"url": "http://example.test/x"}, "webhook.secret must be a string of at least 16"),
+        ({"url": "http://example.test/x"}, "webhook.secret is required"),
+        ({"url": "http://example.test/x", "secret": 7}, "webhook.secret must be a string of at"),
         ({"url": "http://example.test/x", "secret": "short"}, "webhook.secret must be"),
         ("http://example.test/x", "webhook must be an object"),
     ],

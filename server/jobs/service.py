@@ -11,7 +11,20 @@ from collections.abc import Callable
 from typing import Any
 
 from protocol.errors import BadRequest, NotFound
-from protocol.jobs import JOB_HOP_S, JOB_PAGE_MAX, PENDING, SOUND_EVENTS, JobView, SoundEventsInput
+from protocol.jobs import (
+    JOB_HOP_S,
+    JOB_PAGE_DEFAULT,
+    JOB_PAGE_MAX,
+    JOB_SKIP_MAX,
+    PENDING,
+    SOUND_EVENTS,
+    JobCreated,
+    JobPage,
+    JobView,
+    SoundEventsInput,
+    WebhookSecret,
+)
+from protocol.wire import to_wire
 from server.event_log import rules_for
 from server.jobs.repository import JobRecord, JobRepository
 from server.jobs.webhooks import team_webhook_secret
@@ -30,12 +43,12 @@ def view(record: JobRecord, now_s: float | None = None) -> JobView:
         output = None
     return JobView(
         record.job_id,
-        record.kind,
-        record.status,
+        record.kind,  # type: ignore[arg-type]
+        record.status,  # type: ignore[arg-type]
         record.created_at_s,
         record.updated_at_s,
         record.progress,
-        output,
+        JobView.output_of(output),
         record.error,
         record.output_expires_at_s if output is not None else None,
     )
@@ -94,7 +107,7 @@ class JobService:
         )
         await self._repository.create(record)
         self._on_created()
-        return {"jobId": record.job_id, "status": record.status}
+        return to_wire(JobCreated(record.job_id, PENDING))
 
     async def get(self, key: str | None, job_id: str) -> dict[str, Any]:
         record = await self._repository.get(self._team(key), job_id)
@@ -104,15 +117,13 @@ class JobService:
 
     async def page(self, key: str | None, take: str | None, skip: str | None) -> dict[str, Any]:
         team = self._team(key)
-        count = _int_param(take, "take", 20, 1, JOB_PAGE_MAX)
-        offset = _int_param(skip, "skip", 0, 0, 2**31)
+        count = _int_param(take, "take", JOB_PAGE_DEFAULT, 1, JOB_PAGE_MAX)
+        offset = _int_param(skip, "skip", 0, 0, JOB_SKIP_MAX)
         records = await self._repository.page(team, count, offset)
         now_s = self._clock()
-        return {
-            "items": [view(record, now_s).to_dict() for record in records],
-            "take": count,
-            "skip": offset,
-        }
+        return to_wire(
+            JobPage(tuple(view(record, now_s) for record in records), take=count, skip=offset)
+        )
 
     async def cancel(self, key: str | None, job_id: str) -> dict[str, Any]:
         record = await self._repository.cancel(self._team(key), job_id, self._clock())
@@ -122,7 +133,7 @@ class JobService:
         return view(record, self._clock()).to_dict()
 
     def webhook_secret(self, key: str | None) -> dict[str, str]:
-        return {"secret": team_webhook_secret(self._webhook_key, self._team(key))}
+        return to_wire(WebhookSecret(team_webhook_secret(self._webhook_key, self._team(key))))
 
     async def run_output_sweeper(self, interval_s: float) -> None:
         while True:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol.jobs import JOB_HOP_S, SoundEventsInput
+from protocol.jobs import JOB_HOP_S, JobEvent, SoundEventsInput, SoundEventsOutput
+from protocol.messages import SenseEvent, SenseEventTag
 from server.audio import AudioFormat, AudioLimitError, DecodeError, parse_content_type
 from server.audio.formats import MIME_MP4
 from server.audio.sniff import (
@@ -86,7 +87,7 @@ class SoundEventsJob:
         thresholds = tagger.thresholds(params.sensitivity)
         window_s = engine.config.window_seconds
         tracker = EventTracker(rules_for(tagger.labels, thresholds, params.events, HOP_S, window_s))
-        windows: list[dict[str, Any]] = []
+        windows: list[SenseEvent] = []
         transitions: list[Any] = []
 
         async def analyse(whole: WindowBatch) -> None:
@@ -99,11 +100,11 @@ class SoundEventsJob:
                 tagger.tags(probabilities, thresholds), start=batch.first_index
             ):
                 windows.append(
-                    {
-                        "start_time": round(index * HOP_S, 3),
-                        "end_time": round(index * HOP_S + window_s, 3),
-                        "tags": [{"name": name, "probability": p} for name, p in tags],
-                    }
+                    SenseEvent(
+                        round(index * HOP_S, 3),
+                        round(index * HOP_S + window_s, 3),
+                        tuple(SenseEventTag(name, p) for name, p in tags),
+                    )
                 )
             transitions.extend(t for t in tracker.feed(probabilities) if t.kind == "close")
 
@@ -156,10 +157,10 @@ class SoundEventsJob:
             (t.event for t in transitions),
             key=lambda e: (e.start_time_s, e.tag, e.event_id),
         )
-        return {
-            "windows": windows,
-            "events": [event.as_wire() for event in events],
-        }
+        return SoundEventsOutput(
+            tuple(windows),
+            tuple(JobEvent(e.tag, e.start_time_s, e.end_time_s, e.confidence) for e in events),
+        ).to_dict()
 
     def _pipeline(self, head: bytes) -> tuple[AudioPipeline, list[bytes] | None]:
         fmt = _format(head)

@@ -10,6 +10,7 @@ from aiohttp import web
 from protocol.errors import BadRequest, RequestTimeout
 from protocol.media import KEY_IS_VALID
 from protocol.media_openapi import media_openapi_document
+from protocol.wire import to_wire
 from server.appkeys import MEDIA, SETTINGS
 from server.auth import presented_key
 from server.errors import json_response
@@ -29,7 +30,7 @@ async def openapi(request: web.Request) -> web.Response:
 @media_routes.get("/v1/test")
 async def test_key(request: web.Request) -> web.Response:
     request.app[MEDIA].authenticate(presented_key(request.headers))
-    return json_response(request, KEY_IS_VALID)
+    return json_response(request, to_wire(KEY_IS_VALID))
 
 
 @media_routes.post("/v1/media/input")
@@ -39,7 +40,7 @@ async def create_input(request: web.Request) -> web.Response:
     upload = await request.app[MEDIA].create_input(
         presented_key(request.headers), await read_small_body(request), origin
     )
-    return json_response(request, upload.to_dict(), status=201)
+    return json_response(request, to_wire(upload), status=201)
 
 
 @media_routes.put(UPLOAD_ROUTE + "{token}")
@@ -48,7 +49,7 @@ async def upload(request: web.Request) -> web.Response:
     uploaded = await request.app[MEDIA].upload(
         request.match_info["token"], request.content_length, _body_chunks(request)
     )
-    return json_response(request, uploaded.to_dict())
+    return json_response(request, to_wire(uploaded))
 
 
 @media_routes.get("/v1/media/{object_key:.+}")
@@ -56,7 +57,7 @@ async def describe(request: web.Request) -> web.Response:
     media = await request.app[MEDIA].describe(
         presented_key(request.headers), request.match_info["object_key"]
     )
-    return json_response(request, media.to_dict())
+    return json_response(request, to_wire(media))
 
 
 @media_routes.delete("/v1/media/{object_key:.+}")
