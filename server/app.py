@@ -3,7 +3,8 @@ start-up happens in order and teardown in reverse, only for what started.
 
 Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
 recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
-(repository, expired leases requeued, runner, webhooks, output sweeper).
+(repository, expired leases requeued, runner, webhooks, output sweeper) -> datasets (repositories
+of datasets, audio files and annotation sets).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from models.yamnet.thresholds import load_thresholds
 from protocol.tokens import TokenCodec
 from server.appkeys import (
+    ANNOTATIONS,
     BLOBS,
+    DATASETS,
     ENGINE,
     ENGINE_STATE,
     EVENTS,
@@ -46,6 +49,11 @@ from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
 from server.cors import cors_headers, cors_middleware
+from server.datasets.annotation_service import AnnotationService
+from server.datasets.annotations_sqlite import SqliteAnnotationRepository
+from server.datasets.repository import SqliteAudioFileRepository, SqliteDatasetRepository
+from server.datasets.routes import dataset_routes
+from server.datasets.service import DatasetService
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
@@ -93,12 +101,14 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(media_routes)
     app.add_routes(job_routes)
+    app.add_routes(dataset_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_blob_context)
     app.cleanup_ctx.append(_server_context)
     app.cleanup_ctx.append(_media_context)
     app.cleanup_ctx.append(_jobs_context)
+    app.cleanup_ctx.append(_datasets_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 
@@ -321,6 +331,21 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
             await sweeper
         await runner.close()
         await webhooks.close()
+
+
+async def _datasets_context(app: web.Application) -> AsyncIterator[None]:
+    """Datasets, their audio files and annotation sets: repositories over the store, and the
+    blob store that holds the audio files' uploads (removed with their dataset)."""
+    store = app[STORE]
+    datasets = SqliteDatasetRepository(store)
+    audio = SqliteAudioFileRepository(store)
+    annotations = SqliteAnnotationRepository(store)
+    for repository in (datasets, audio, annotations):
+        await repository.prepare()
+    service = DatasetService(app[KEYS], datasets, audio, annotations, app[BLOBS])
+    app[DATASETS] = service
+    app[ANNOTATIONS] = AnnotationService(service, audio, annotations)
+    yield
 
 
 async def _end_live_feeds(app: web.Application) -> None:

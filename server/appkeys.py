@@ -12,6 +12,8 @@ from server.metrics import Metrics
 
 if TYPE_CHECKING:
     from server.auth import KeyDirectory
+    from server.datasets.annotation_service import AnnotationService
+    from server.datasets.service import DatasetService
     from server.engine import InferenceEngine
     from server.event_reads import EventReads
     from server.jobs.service import JobService
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from server.store import StoreThread
 
 __all__ = [
+    "ANNOTATIONS",
     "BLOBS",
+    "DATASETS",
     "ENGINE",
     "ENGINE_STATE",
     "EVENTS",
@@ -59,4 +63,6 @@ STORE: web.AppKey[StoreThread] = web.AppKey("store")
 KEYS: web.AppKey[KeyDirectory] = web.AppKey("keys")
 MEDIA: web.AppKey[MediaService] = web.AppKey("media")
 JOBS: web.AppKey[JobService] = web.AppKey("jobs")
+DATASETS: web.AppKey[DatasetService] = web.AppKey("datasets")
+ANNOTATIONS: web.AppKey[AnnotationService] = web.AppKey("annotations")
 ENGINE: web.AppKey[InferenceEngine] = web.AppKey("engine")

@@ -18,7 +18,7 @@ from server.auth import presented_key
 from server.errors import json_response
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-__all__ = ["read_small_body", "routes"]
+__all__ = ["read_large_body", "read_small_body", "routes"]
 
 routes = web.RouteTableDef()
 API = "/api/v1"
@@ -44,6 +44,12 @@ async def _body(request: web.Request, limit_bytes: int | None = None) -> object:
 def read_small_body(request: web.Request) -> Awaitable[object]:
     """A JSON (or msgpack) body other than an audio chunk, within ``max_json_bytes``."""
     return _body(request, request.app[SETTINGS].max_json_bytes)
+
+
+def read_large_body(request: web.Request, limit_bytes: int) -> Awaitable[object]:
+    """A JSON (or msgpack) body that is large by design (bulk annotations), within
+    ``limit_bytes`` or ``max_json_bytes``, whichever is larger."""
+    return _body(request, max(limit_bytes, request.app[SETTINGS].max_json_bytes))
 
 
 def _prefers_no_wait(request: web.Request) -> bool:
