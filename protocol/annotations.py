@@ -129,6 +129,10 @@ class UpdateAnnotationSet:
 
 @dataclass(frozen=True)
 class AnnotationSet:
+    """An annotation set. Once published it is immutable and records its audio files: a file
+    of the set with no annotation of an artifact type is background (negative evidence) for
+    that type."""
+
     __pydantic_config__ = RESPONSE
 
     id: str
@@ -147,7 +151,7 @@ class AnnotationSet:
     ]
     created_at_s: Annotated[Timestamp, Field(alias="created_at")]
     updated_at_s: Annotated[Timestamp, Field(alias="updated_at")]
-    published_at_s: Annotated[Timestamp | None, Field(alias="published_at")] = None
+    published_at_s: Annotated[Timestamp | None, Field(alias="published_at")]
     content_hash: Annotated[
         Absent[str],
         Field(
