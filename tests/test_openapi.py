@@ -24,6 +24,7 @@ from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
+from protocol.datasets_openapi import datasets_openapi_document
 from protocol.media_openapi import media_openapi_document
 from protocol.messages import parse_window_hop
 from protocol.openapi import openapi_document
@@ -499,3 +500,41 @@ def test_media_document_is_valid_openapi_30() -> None:
         "cancelJob",
         "getWebhookSecret",
     }
+
+
+def test_datasets_document_is_valid_openapi_30() -> None:
+    """The Datasets API's own document (GET /api/v1/datasets/openapi.json)."""
+    document = datasets_openapi_document()
+    OpenAPIV30SpecValidator(document).validate()
+    assert json.loads(json.dumps(document)) == document
+    operations = {
+        op["operationId"]
+        for item in document["paths"].values()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert operations == {
+        "createDataset",
+        "listDatasets",
+        "getDataset",
+        "updateDataset",
+        "deleteDataset",
+        "createAnnotationSet",
+        "listAnnotationSets",
+        "getAnnotationSet",
+        "updateAnnotationSet",
+        "deleteAnnotationSet",
+        "publishAnnotationSet",
+        "addAnnotations",
+        "listAnnotations",
+        "getAnnotation",
+        "updateAnnotation",
+        "deleteAnnotation",
+    }
+    assert "Negative evidence" in document["info"]["description"]
+
+
+async def test_served_datasets_document_is_this_document(client: TestClient) -> None:
+    response = await client.get(f"{BASE}/datasets/openapi.json")
+    assert response.status == 200
+    assert await response.json() == json.loads(json.dumps(datasets_openapi_document()))

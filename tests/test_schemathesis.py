@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from protocol.datasets_openapi import datasets_openapi_document
 from protocol.media_openapi import media_openapi_document
 from protocol.openapi import openapi_document
 from server.app import create_app
@@ -252,5 +253,86 @@ def test_media_api_conforms_to_its_document(
             checks=CHECKS,
             timeout=HTTP_TIMEOUT_S,
         )
+
+    check()
+
+
+# -- the Datasets API (/api/v1/datasets): its own document ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def datasets_schema(live: tuple[str, str]) -> Any:
+    base_url, _ = live
+    response = requests.get(f"{base_url}/datasets/openapi.json", timeout=HTTP_TIMEOUT_S)
+    response.raise_for_status()
+    document = response.json()
+    assert document == json.loads(json.dumps(datasets_openapi_document()))
+    return schemathesis.openapi.from_dict(document)
+
+
+def _new_dataset(base_url: str, key: str) -> str:
+    response = requests.post(
+        f"{base_url}/datasets",
+        json={"name": "fuzz", "artifact_types": [{"name": "glitch", "color": "#FF4444"}]},
+        headers={"x-api-key": key},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def _new_set(base_url: str, key: str, dataset_id: str) -> str:
+    response = requests.post(
+        f"{base_url}/datasets/{dataset_id}/annotation-sets",
+        headers={"x-api-key": key},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def _datasets_operations() -> list[tuple[str, str, GenerationMode]]:
+    """As for the session API: DELETE's only inputs are ids, replaced by real ones."""
+    return [
+        (method.upper(), path, mode)
+        for path, item in datasets_openapi_document()["paths"].items()
+        for method in item
+        if method != "parameters"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if not (method == "delete" and mode is GenerationMode.NEGATIVE)
+        if not (mode is GenerationMode.NEGATIVE and not _has_inputs(item, method))
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), _datasets_operations())
+def test_datasets_api_conforms_to_its_document(
+    datasets_schema: Any, live: tuple[str, str], method: str, path: str, mode: GenerationMode
+) -> None:
+    """Operations on ``{dataset_id}`` and ``{set_id}`` get a fresh dataset and draft set, so
+    they reach real ones instead of stopping at 404 (an annotation id stays generated)."""
+    base_url, key = live
+    operation = datasets_schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @EXAMPLES
+    def check(case: Any) -> None:
+        params = case.path_parameters or {}
+        dataset_id = None
+        if "dataset_id" in params:
+            dataset_id = _new_dataset(base_url, key)
+            params["dataset_id"] = dataset_id
+            if "set_id" in params:
+                params["set_id"] = _new_set(base_url, key, dataset_id)
+        try:
+            case.call_and_validate(
+                base_url=base_url, headers={"x-api-key": key}, checks=CHECKS, timeout=HTTP_TIMEOUT_S
+            )
+        finally:
+            if dataset_id is not None:
+                requests.delete(
+                    f"{base_url}/datasets/{dataset_id}",
+                    headers={"x-api-key": key},
+                    timeout=HTTP_TIMEOUT_S,
+                )
 
     check()
