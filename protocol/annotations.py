@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from protocol.datasets import MAX_ID_CHARS, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, PageLimit, PageOffset
+from protocol.datasets import MAX_ID_CHARS, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, PageQuery
 from protocol.events import not_boolean
 from protocol.media import Timestamp
 from protocol.wire import REQUEST, RESPONSE, Absent, reworded
@@ -240,13 +240,9 @@ class AnnotationsCreated:
 
 
 @dataclass(frozen=True)
-class AnnotationQuery:
+class AnnotationQuery(PageQuery):
     """``?limit=&offset=&audio_file_id=&artifact_type=`` of the annotation list."""
 
-    __pydantic_config__ = REQUEST
-
-    limit: PageLimit = 50
-    offset: PageOffset = 0
     audio_file_id: str | None = None
     artifact_type: str | None = None
 
