@@ -13,12 +13,10 @@ from typing import Any
 
 from protocol.errors import GenericError
 from protocol.jobs import (
-    JOB_PAGE_DEFAULT,
-    JOB_PAGE_MAX,
-    JOB_SKIP_MAX,
     Job,
     JobCreated,
     JobPage,
+    JobsQuery,
     SoundEventsInput,
     WebhookSecret,
 )
@@ -30,7 +28,7 @@ from protocol.media import (
     MediaObject,
     MediaUploadUrl,
 )
-from protocol.wire import schemas
+from protocol.wire import query_parameters, schemas
 
 __all__ = ["media_openapi_document"]
 
@@ -115,28 +113,7 @@ def _paths() -> dict[str, Schema]:
                 "tags": ["jobs"],
                 "summary": "The team's jobs, newest first",
                 "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "take",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": JOB_PAGE_MAX,
-                            "default": JOB_PAGE_DEFAULT,
-                        },
-                    },
-                    {
-                        "name": "skip",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": JOB_SKIP_MAX,
-                            "default": 0,
-                        },
-                    },
-                ],
+                "parameters": query_parameters(JobsQuery),
                 "responses": {
                     "200": _json("A page of jobs.", _ref(JobPage)),
                     **_errors(400, 401, 500),
