@@ -44,6 +44,7 @@ _ERRORS = {
     409: "The object key clashes with another of the team's (a key and a folder of it).",
     413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
     500: "Unexpected server error; the body names a request id to look for.",
+    503: "The upload crossed the removal of the expired object it replaces: upload it again.",
 }
 _OBJECT_KEY = {
     "type": "string",
@@ -215,7 +216,7 @@ def _paths() -> dict[str, Schema]:
                 },
                 "responses": {
                     "200": _json("Stored and durable.", _ref(MediaObject)),
-                    **_errors(400, 403, 408, 409, 413, 500),
+                    **_errors(400, 403, 408, 409, 413, 500, 503),
                 },
             }
         },
