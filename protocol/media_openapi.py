@@ -13,12 +13,10 @@ from typing import Any
 
 from protocol.errors import GenericError
 from protocol.jobs import (
-    JOB_PAGE_DEFAULT,
-    JOB_PAGE_MAX,
-    JOB_SKIP_MAX,
     Job,
     JobCreated,
     JobPage,
+    JobsQuery,
     SoundEventsInput,
     WebhookSecret,
 )
@@ -30,7 +28,7 @@ from protocol.media import (
     MediaObject,
     MediaUploadUrl,
 )
-from protocol.wire import schemas
+from protocol.wire import query_parameters, schemas
 
 __all__ = ["media_openapi_document"]
 
@@ -46,6 +44,7 @@ _ERRORS = {
     409: "The object key clashes with another of the team's (a key and a folder of it).",
     413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
     500: "Unexpected server error; the body names a request id to look for.",
+    503: "The upload crossed the removal of the expired object it replaces: upload it again.",
 }
 _OBJECT_KEY = {
     "type": "string",
@@ -115,28 +114,7 @@ def _paths() -> dict[str, Schema]:
                 "tags": ["jobs"],
                 "summary": "The team's jobs, newest first",
                 "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "take",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": JOB_PAGE_MAX,
-                            "default": JOB_PAGE_DEFAULT,
-                        },
-                    },
-                    {
-                        "name": "skip",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": JOB_SKIP_MAX,
-                            "default": 0,
-                        },
-                    },
-                ],
+                "parameters": query_parameters(JobsQuery),
                 "responses": {
                     "200": _json("A page of jobs.", _ref(JobPage)),
                     **_errors(400, 401, 500),
@@ -238,7 +216,7 @@ def _paths() -> dict[str, Schema]:
                 },
                 "responses": {
                     "200": _json("Stored and durable.", _ref(MediaObject)),
-                    **_errors(400, 403, 408, 409, 413, 500),
+                    **_errors(400, 403, 408, 409, 413, 500, 503),
                 },
             }
         },

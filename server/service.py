@@ -19,16 +19,15 @@ import pybase64
 
 from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
 from protocol.messages import (
-    DEFAULT_PAGE_COUNT,
-    MAX_OFFSET,
-    MAX_PAGE_COUNT,
     AudioType,
     CreateSession,
     CreateSessionResponse,
     OfficialTag,
     Page,
+    PageQuery,
     PredictRequest,
     PredictResponse,
+    ResultsQuery,
     Sense,
     SenseEvent,
     SessionRefs,
@@ -39,7 +38,7 @@ from protocol.messages import (
 )
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
-from protocol.wire import to_wire
+from protocol.wire import parse_query, to_wire
 from server.audio import ContentTypeError, parse_content_type
 from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
@@ -54,7 +53,7 @@ from server.store import ResultRow, Store, StoreThread
 from server.tagging import OTHERS
 from server.webhooks import WebhookDispatcher
 
-__all__ = ["SessionService", "int_param"]
+__all__ = ["SessionService"]
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +75,6 @@ class CreatedSession:
                 self.window_hop_s,
             )
         )
-
-
-def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}")
-    return value
 
 
 def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
@@ -433,8 +419,8 @@ class SessionService:
                 raise BadRequest("next_token was issued for this session's events, not its status")
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
-            count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+            page = parse_query(PageQuery, query)
+            offset, count = page.offset, page.count
         if wait:
             await self._wait_for_results(session, offset)
         rows = await self._read_results(session_id, offset, count)
@@ -445,8 +431,8 @@ class SessionService:
     ) -> dict[str, Any]:
         """Newer Cochl clients' ``/results``: a flat page with a coarse inference state."""
         session = self._session(session_id, key)
-        offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
-        limit = int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+        wanted = parse_query(ResultsQuery, query)
+        offset, limit = wanted.offset, wanted.limit
         rows = await self._read_results(session_id, offset, limit)
         if session.error is not None:
             state = "error"
