@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from protocol.datasets import MAX_ID_CHARS, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, PageQuery
+from protocol.datasets import MAX_ID_CHARS, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, ListQuery
 from protocol.events import not_boolean
 from protocol.media import Timestamp
 from protocol.wire import REQUEST, RESPONSE, Absent, reworded
@@ -240,11 +240,11 @@ class AnnotationsCreated:
 
 
 @dataclass(frozen=True)
-class AnnotationQuery(PageQuery):
+class AnnotationQuery(ListQuery):
     """``?limit=&offset=&audio_file_id=&artifact_type=`` of the annotation list."""
 
-    audio_file_id: str | None = None
-    artifact_type: str | None = None
+    audio_file_id: Annotated[str | None, Field(description="Only this audio file's.")] = None
+    artifact_type: Annotated[str | None, Field(description="Only this type's.")] = None
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ __all__ = [
     "CreateDataset",
     "Dataset",
     "DatasetPage",
+    "ListQuery",
     "NewArtifactType",
-    "PageQuery",
     "UpdateDataset",
 ]
 
@@ -179,34 +179,14 @@ PageOffset = Annotated[
 
 
 @dataclass(frozen=True)
-class PageQuery:
-    """``?limit=&offset=`` of every list (query strings: "20" reads as 20)."""
+class ListQuery:
+    """``?limit=&offset=`` of every list of this API (read with ``protocol.wire.parse_query``;
+    the OpenAPI parameters come from ``query_parameters``)."""
 
     __pydantic_config__ = REQUEST
 
-    limit: PageLimit = PAGE_LIMIT_DEFAULT
-    offset: PageOffset = 0
-
-    @staticmethod
-    def params() -> list[dict[str, Any]]:
-        """The two query parameters, for the OpenAPI document."""
-        return [
-            {
-                "name": "limit",
-                "in": "query",
-                "schema": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": PAGE_LIMIT_MAX,
-                    "default": PAGE_LIMIT_DEFAULT,
-                },
-            },
-            {
-                "name": "offset",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 0, "maximum": PAGE_OFFSET_MAX},
-            },
-        ]
+    limit: Annotated[PageLimit, Field(description="Most items to return.")] = PAGE_LIMIT_DEFAULT
+    offset: Annotated[PageOffset, Field(description="How many items to skip.")] = 0
 
 
 @dataclass(frozen=True)

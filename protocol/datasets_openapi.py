@@ -15,6 +15,7 @@ from protocol.annotations import (
     MAX_BULK_ANNOTATIONS,
     Annotation,
     AnnotationPage,
+    AnnotationQuery,
     AnnotationsCreated,
     AnnotationSet,
     AnnotationSetPage,
@@ -28,11 +29,11 @@ from protocol.datasets import (
     CreateDataset,
     Dataset,
     DatasetPage,
-    PageQuery,
+    ListQuery,
     UpdateDataset,
 )
 from protocol.errors import GenericError
-from protocol.wire import schema_ref, schemas
+from protocol.wire import query_parameters, schema_ref, schemas
 
 __all__ = ["datasets_openapi_document"]
 
@@ -65,6 +66,7 @@ RESPONSES = (
     AnnotationSetPage,
     Annotation,
     AnnotationPage,
+    AnnotationQuery,
     AnnotationsCreated,
 )
 
@@ -119,10 +121,6 @@ def _paths() -> dict[str, Schema]:
     dataset_id = _id("dataset_id", "The dataset's id.")
     set_id = _id("set_id", "The annotation set's id.")
     annotation_id = _id("annotation_id", "The annotation's id.")
-    filters = [
-        {"name": "audio_file_id", "in": "query", "schema": {"type": "string"}},
-        {"name": "artifact_type", "in": "query", "schema": {"type": "string"}},
-    ]
     sets = "/datasets/{dataset_id}/annotation-sets"
     one_set = sets + "/{set_id}"
     return {
@@ -137,7 +135,7 @@ def _paths() -> dict[str, Schema]:
                 "listDatasets",
                 "The team's datasets, newest first",
                 {"200": _json("A page.", schema_ref(DatasetPage)), **_errors(400, 401, 500)},
-                parameters=PageQuery.params(),
+                parameters=query_parameters(ListQuery),
             ),
         },
         "/datasets/{dataset_id}": {
@@ -181,7 +179,7 @@ def _paths() -> dict[str, Schema]:
                     "200": _json("A page.", schema_ref(AnnotationSetPage)),
                     **_errors(400, 401, 404, 500),
                 },
-                parameters=PageQuery.params(),
+                parameters=query_parameters(ListQuery),
             ),
         },
         one_set: {
@@ -238,7 +236,7 @@ def _paths() -> dict[str, Schema]:
                     "200": _json("A page.", schema_ref(AnnotationPage)),
                     **_errors(400, 401, 404, 500),
                 },
-                parameters=[*PageQuery.params(), *filters],
+                parameters=query_parameters(AnnotationQuery),
             ),
         },
         one_set + "/annotations/{annotation_id}": {

@@ -27,9 +27,9 @@ from protocol.annotations import (
     UpdateAnnotation,
     UpdateAnnotationSet,
 )
-from protocol.datasets import PageQuery
+from protocol.datasets import ListQuery
 from protocol.errors import Conflict, NotFound
-from protocol.wire import parse
+from protocol.wire import parse, parse_query
 from server.datasets.annotations import (
     AnnotationRecord,
     AnnotationRepository,
@@ -136,7 +136,7 @@ class AnnotationService:
         self, key: str | None, dataset_id: str, query: Mapping[str, str]
     ) -> AnnotationSetPage:
         team = self._datasets.team(key)
-        page = parse(PageQuery, dict(query), "the query")
+        page = parse_query(ListQuery, query)
         await self._datasets.dataset(team, dataset_id)
         records, total = await self._annotations.page_sets(
             team, dataset_id, page.limit, page.offset
@@ -212,7 +212,7 @@ class AnnotationService:
         self, key: str | None, dataset_id: str, set_id: str, query: Mapping[str, str]
     ) -> AnnotationPage:
         team = self._datasets.team(key)
-        page = parse(AnnotationQuery, dict(query), "the query")
+        page = parse_query(AnnotationQuery, query)
         await self._set(team, dataset_id, set_id)
         records, total = await self._annotations.page(
             team,

@@ -18,12 +18,12 @@ from protocol.datasets import (
     CreateDataset,
     Dataset,
     DatasetPage,
+    ListQuery,
     NewArtifactType,
-    PageQuery,
     UpdateDataset,
 )
 from protocol.errors import Conflict, NotFound, Unauthorized
-from protocol.wire import parse
+from protocol.wire import parse, parse_query
 from server.auth import KeyDirectory
 from server.datasets.annotations import AnnotationRepository
 from server.datasets.repository import (
@@ -118,7 +118,7 @@ class DatasetService:
 
     async def page(self, key: str | None, query: Mapping[str, str]) -> DatasetPage:
         team = self.team(key)
-        page = parse(PageQuery, dict(query), "the query")
+        page = parse_query(ListQuery, query)
         records, total = await self._datasets.page(team, page.limit, page.offset)
         return DatasetPage(
             tuple(dataset_view(record) for record in records), total, page.limit, page.offset
