@@ -266,7 +266,14 @@ async def _media_context(app: web.Application) -> AsyncIterator[None]:
     repository = SqliteMediaRepository(store)
     await repository.prepare()
     secret = await store.write(lambda s: s.secret(_MEDIA_SECRET))
-    media = MediaService(settings, app[KEYS], app[BLOBS], repository, UploadSigner(secret))
+    media = MediaService(
+        settings,
+        app[KEYS],
+        app[BLOBS],
+        repository,
+        UploadSigner(secret),
+        rate_check=app[SERVICE].rate_check,
+    )
     app[MEDIA] = media
     interval_s = max(1.0, min(300.0, settings.media_retention_s / 10))
     sweeper = asyncio.create_task(media.run_sweeper(interval_s), name="media-retention-sweeper")
