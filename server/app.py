@@ -313,6 +313,7 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
         webhook_key,
         on_created=runner.wake,
         on_canceled=webhooks.wake,
+        max_unfinished=settings.max_unfinished_jobs_per_key,
     )
     app[JOBS] = jobs
     await runner.requeue_expired()
