@@ -44,6 +44,7 @@ _ERRORS = {
     409: "The object key clashes with another of the team's (a key and a folder of it).",
     413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
     500: "Unexpected server error; the body names a request id to look for.",
+    429: "The key has spent its request budget (shared with the session API); see Retry-After.",
     503: "The upload crossed the removal of the expired object it replaces: upload it again.",
 }
 _OBJECT_KEY = {
@@ -246,6 +247,15 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+def _with_rate_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Every route called with a key may answer 429."""
+    for item in paths.values():
+        for operation in item.values():
+            if isinstance(operation, dict) and operation.get("security") is _BEARER:
+                operation["responses"].update(_errors(429))
+    return paths
+
+
 def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
     """The document, for a server whose pyannoteAI-style API lives at ``server_url``."""
     error = _ref(GenericError)
@@ -267,7 +277,7 @@ def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
             {"name": "media", "description": "Temporary media storage."},
             {"name": "jobs", "description": "Jobs on uploaded media."},
         ],
-        "paths": _paths(),
+        "paths": _with_rate_limits(_paths()),
         "components": {
             "schemas": schemas(REQUESTS, RESPONSES),
             "responses": {

@@ -223,7 +223,7 @@ class SessionService:
         """The tags results may carry. No key needed (Cochl's SDK sends none); a key that is
         sent must be valid, and the call counts against its request rate."""
         if key is not None:
-            self._rate_check(self._keys.authenticate(key).key_id)
+            self.rate_check(self._keys.authenticate(key).key_id)
         return list(self._official_tags)
 
     def authorized(self, session_id: str, key: str | None) -> Session:
@@ -245,10 +245,11 @@ class SessionService:
                 raise NotFound("session does not exist or has been deleted")
         elif caller.key_id != session.key_id:
             raise NotFound("session does not exist or has been deleted")
-        self._rate_check(session.key_id)
+        self.rate_check(session.key_id)
         return session
 
-    def _rate_check(self, key_id: int) -> None:
+    def rate_check(self, key_id: int) -> None:
+        """429 when the key has spent its request budget (shared by every API the key calls)."""
         try:
             self._limiter.check(key_id)
         except TooManyRequests:
@@ -274,7 +275,7 @@ class SessionService:
         if key is None:
             raise Unauthorized("an API key is required to create a session (x-api-key header)")
         caller = self._keys.authenticate(key)
-        self._rate_check(caller.key_id)
+        self.rate_check(caller.key_id)
         params = CreateSession.from_body(body)
         if self._open_by_key.get(caller.key_id, 0) >= self._settings.max_sessions_per_key:
             self._metrics.rejected.labels("sessions_per_key").inc()

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.errors import NotFound
+from protocol.errors import NotFound, TooManyRequests
 from protocol.jobs import (
     JOB_HOP_S,
     PENDING,
@@ -63,7 +63,9 @@ class JobService:
         on_created: Callable[[], None],
         on_canceled: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        max_unfinished: int | None = None,
     ) -> None:
+        """``max_unfinished``: the most unfinished jobs a key may have (None: no limit)."""
         self._media = media
         self._repository = repository
         self._tagger = tagger
@@ -72,6 +74,7 @@ class JobService:
         self._on_created = on_created
         self._on_canceled = on_canceled
         self._clock = clock
+        self._max_unfinished = max_unfinished
 
     def _team(self, key: str | None) -> str:
         return str(self._media.authenticate(key).key_id)
@@ -91,7 +94,12 @@ class JobService:
         record = JobRecord(
             str(uuid.uuid4()), team, SOUND_EVENTS, params.to_dict(), PENDING, 0.0, now_s, now_s
         )
-        await self._repository.create(record)
+        if not await self._repository.create(record, max_unfinished=self._max_unfinished):
+            raise TooManyRequests(
+                f"this key already has {self._max_unfinished} unfinished jobs "
+                "(TYMPAN_MAX_UNFINISHED_JOBS_PER_KEY): wait for some to finish, or cancel them",
+                headers={"Retry-After": "10"},
+            )
         self._on_created()
         return to_wire(JobCreated(record.job_id, PENDING))
 

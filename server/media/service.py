@@ -72,8 +72,11 @@ class MediaService:
         repository: MediaRepository,
         signer: UploadSigner,
         clock: Callable[[], float] = time.time,
+        rate_check: Callable[[int], None] = lambda key_id: None,
     ) -> None:
+        """``rate_check``: the per-key request budget the session API spends too."""
         self._settings = settings
+        self._rate_check = rate_check
         self._keys = keys
         self._blobs = blobs
         self._repository = repository
@@ -87,7 +90,9 @@ class MediaService:
     def authenticate(self, key: str | None) -> Caller:
         if key is None:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>, or x-api-key)")
-        return self._keys.authenticate(key)
+        caller = self._keys.authenticate(key)
+        self._rate_check(caller.key_id)
+        return caller
 
     def _team(self, key: str | None) -> str:
         return str(self.authenticate(key).key_id)
