@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 COLLAR_MS = 20.0
+# Every 0.05, and finer near 1: class-balanced training pushes a rare type's probabilities up,
+# so its best threshold can sit above 0.95.
+DEFAULT_THRESHOLDS = np.r_[np.round(np.arange(0.05, 0.96, 0.05), 2), 0.97, 0.98, 0.99, 0.995, 0.999]
 OFFSET_RATIO = 0.2
 Interval = tuple[float, float]
 
@@ -187,7 +190,7 @@ def choose_threshold(
 ) -> tuple[float, EventScore]:
     """The threshold of highest event F1 over the files (one type), and its score; among
     equal F1, the one nearest 0.5, so that a tie does not sit on the edge of a plateau."""
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2) if candidates is None else candidates
+    grid = DEFAULT_THRESHOLDS if candidates is None else candidates
     best: tuple[float, float, EventScore] | None = None
     for threshold in np.asarray(grid, dtype=np.float64):
         each = EventRule(
