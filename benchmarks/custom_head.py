@@ -44,6 +44,7 @@ CANDIDATES: tuple[tuple[Architecture, FeatureSpec], ...] = (
     (Architecture(hidden_units=0), WITH_SAMPLE_FEATURES),
     (Architecture(hidden_units=16), LOG_MEL),
     (Architecture(hidden_units=16), WITH_SAMPLE_FEATURES),
+    (Architecture(hidden_units=16, dilated_radius=0), WITH_SAMPLE_FEATURES),
 )
 
 

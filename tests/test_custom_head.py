@@ -19,6 +19,7 @@ from models.heads.features import LOG_MEL, WITH_SAMPLE_FEATURES, frame_features,
 from models.heads.metrics import (
     EventRule,
     average_precision,
+    boundary_shifts,
     choose_threshold,
     frames_to_events,
     match_events,
@@ -213,6 +214,18 @@ def test_average_precision_on_hand_made_rankings() -> None:
     assert average_precision([0.5, 0.5], [1, 0]) == 0.5  # a tie counts as one step
     assert average_precision([0.9, 0.1], [0, 1], weights=[0, 1]) == 1.0
     assert average_precision([0.3], [0]) is None
+
+
+def test_boundary_shifts_cancel_a_consistent_bias() -> None:
+    rule = EventRule(threshold=0.5, hop_ms=10, cell_offset_ms=0, merge_window_ms=0)
+    p = np.zeros(100)
+    p[23:58] = 0.9  # the head fires 30 ms late and stops 20 ms early on [200, 600] ms
+    onset, offset = boundary_shifts([p], [[(200.0, 600.0)]], rule)
+    assert (onset, offset) == (-30.0, 20.0)
+    shifted = EventRule(0.5, 0, 0, 10, 0, onset, offset)
+    assert frames_to_events(p, shifted) == [(200.0, 600.0, 0.9)]
+    assert boundary_shifts([np.zeros(10)], [[(0.0, 50.0)]], rule) == (0.0, 0.0)
+    assert boundary_shifts([p], [[(500.0, 1000.0)]], rule, limit_ms=25)[0] == 25.0
 
 
 def test_the_threshold_chosen_maximises_event_f1() -> None:

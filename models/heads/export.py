@@ -8,7 +8,7 @@ context rows), their sum, ``Relu`` and a 1x1 ``Conv`` for an MLP, ``Sigmoid``, a
 runs it like YAMNet.
 
 What a reader needs to use the model travels with it in ``metadata_props``: the artifact types
-in output order, each type's threshold, merge window and minimum duration, the frame hop and
+in output order, each type's threshold, merge window, minimum duration and boundary corrections, the frame hop and
 cell offset, the context reach, the feature spec, the architecture and the validation metrics.
 """
 
@@ -106,6 +106,8 @@ def metadata(head: TrainedHead) -> dict[str, str]:
         "thresholds": json.dumps([r.threshold for r in head.rules]),
         "merge_window_ms": json.dumps([r.merge_window_ms for r in head.rules]),
         "min_duration_ms": json.dumps([r.min_duration_ms for r in head.rules]),
+        "onset_shift_ms": json.dumps([r.onset_shift_ms for r in head.rules]),
+        "offset_shift_ms": json.dumps([r.offset_shift_ms for r in head.rules]),
         "frame_hop_ms": json.dumps(spec.hop_ms),
         "cell_offset_ms": json.dumps(spec.cell_offset_ms),
         "context_frames": json.dumps(arch.reach_frames),

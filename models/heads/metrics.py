@@ -18,7 +18,7 @@ Frame-level AUPRC is the average precision of the probabilities against the fram
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ __all__ = [
     "EventRule",
     "EventScore",
     "average_precision",
+    "boundary_shifts",
     "choose_threshold",
     "frames_to_events",
     "match_events",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 COLLAR_MS = 20.0
+MAX_SHIFT_MS = 50.0
 # Every 0.05, and finer near 1: class-balanced training pushes a rare type's probabilities up,
 # so its best threshold can sit above 0.95.
 DEFAULT_THRESHOLDS = np.r_[np.round(np.arange(0.05, 0.96, 0.05), 2), 0.97, 0.98, 0.99, 0.995, 0.999]
@@ -52,6 +54,8 @@ class EventRule:
     min_duration_ms: float = 0.0
     hop_ms: float = 10.0
     cell_offset_ms: float = 7.5
+    onset_shift_ms: float = 0.0  # added to every event's start (``boundary_shifts``)
+    offset_shift_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,11 @@ def frames_to_events(
             events[-1][2] = max(events[-1][2], confidence)
         else:
             events.append([start_ms, end_ms, confidence])
-    return [(s, e, c) for s, e, c in events if e - s >= rule.min_duration_ms - 1e-9]
+    shifted = [
+        (s + rule.onset_shift_ms, max(s + rule.onset_shift_ms, e + rule.offset_shift_ms), c)
+        for s, e, c in events
+    ]
+    return [(s, e, c) for s, e, c in shifted if e - s >= rule.min_duration_ms - 1e-9]
 
 
 def _matches(reference: Interval, detected: Interval, collar_ms: float, ratio: float) -> bool:
@@ -193,13 +201,7 @@ def choose_threshold(
     grid = DEFAULT_THRESHOLDS if candidates is None else candidates
     best: tuple[float, float, EventScore] | None = None
     for threshold in np.asarray(grid, dtype=np.float64):
-        each = EventRule(
-            float(threshold),
-            rule.merge_window_ms,
-            rule.min_duration_ms,
-            rule.hop_ms,
-            rule.cell_offset_ms,
-        )
+        each = replace(rule, threshold=float(threshold))
         total = EMPTY_SCORE
         for probs, reference in zip(probabilities, references, strict=True):
             detected = [(s, e) for s, e, _ in frames_to_events(probs, each)]
@@ -210,3 +212,35 @@ def choose_threshold(
             chosen = float(threshold)
     assert best is not None
     return chosen, best[2]
+
+
+def boundary_shifts(
+    probabilities: Sequence[npt.ArrayLike],
+    references: Sequence[Sequence[Interval]],
+    rule: EventRule,
+    limit_ms: float = MAX_SHIFT_MS,
+) -> tuple[float, float]:
+    """Onset and offset corrections that cancel a type's median boundary bias.
+
+    A head's probability crosses the threshold a frame or more inside a long event's edges
+    (a log-mel window that still holds 7 ms of loud speech does not look silent), and does so
+    consistently; the median signed error of each reference's most-overlapping detection,
+    negated, is the correction (the refined boundaries of ``server/events.py`` do the same
+    with a fill fraction). Limited to ``limit_ms`` either way, and 0 when nothing overlaps.
+    """
+    onsets: list[float] = []
+    offsets: list[float] = []
+    plain = replace(rule, onset_shift_ms=0.0, offset_shift_ms=0.0)
+    for probs, reference in zip(probabilities, references, strict=True):
+        detected = frames_to_events(probs, plain)
+        for start, end in reference:
+            overlaps = [(min(end, e) - max(start, s), s, e) for s, e, _ in detected]
+            best = max(overlaps, default=(0.0, 0.0, 0.0))
+            if best[0] > 0:
+                onsets.append(best[1] - start)
+                offsets.append(best[2] - end)
+    if not onsets:
+        return 0.0, 0.0
+    onset = float(np.clip(-np.median(onsets), -limit_ms, limit_ms))
+    offset = float(np.clip(-np.median(offsets), -limit_ms, limit_ms))
+    return onset, offset

@@ -12,14 +12,15 @@ After training, each type gets its frames-to-events rule: the minimum duration i
 shortest annotated event of that type in the training files (a 500 ms pause annotation asks for
 silences of about that length, a click for anything), the merge window 10 % of it but at
 least two frames (20 ms: a noise blip does not cut a pause in two, two clicks stay apart),
-and the threshold the one of highest event F1 on the validation files.
+and the threshold the one of highest event F1 on the validation files; then the median bias of
+the edges there is corrected (``metrics.boundary_shifts``) and the threshold chosen again.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from models.heads.metrics import (
     OFFSET_RATIO,
     EventRule,
     average_precision,
+    boundary_shifts,
     choose_threshold,
     frames_to_events,
     score_events,
@@ -309,18 +311,13 @@ def _train(
     probabilities = [trained.predict(ex.features) for ex in val]
     chosen = []
     for c, rule in enumerate(rules):
-        threshold, _ = choose_threshold(
-            [p[:, c] for p in probabilities], [ex.events_ms[c] for ex in val], rule
-        )
-        chosen.append(
-            EventRule(
-                threshold,
-                rule.merge_window_ms,
-                rule.min_duration_ms,
-                rule.hop_ms,
-                rule.cell_offset_ms,
-            )
-        )
+        type_probs = [p[:, c] for p in probabilities]
+        references = [ex.events_ms[c] for ex in val]
+        threshold, _ = choose_threshold(type_probs, references, rule)
+        onset, offset = boundary_shifts(type_probs, references, replace(rule, threshold=threshold))
+        shifted = replace(rule, onset_shift_ms=onset, offset_shift_ms=offset)
+        threshold, _ = choose_threshold(type_probs, references, shifted)
+        chosen.append(replace(shifted, threshold=threshold))
     trained.rules = tuple(chosen)
     trained.metrics = evaluate(trained, val)
     return trained
