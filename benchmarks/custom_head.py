@@ -33,18 +33,21 @@ from models.heads.config import TrainingConfig
 from models.heads.data import AnnotatedFile, build_examples
 from models.heads.export import INPUT_NAME, export_onnx
 from models.heads.features import LOG_MEL, WITH_SAMPLE_FEATURES, FeatureSpec
-from models.heads.metrics import EMPTY_SCORE, frames_to_events, score_events
+from models.heads.metrics import EMPTY_SCORE, frames_to_events, match_events, score_events
 from models.heads.network import Architecture
 from models.heads.training import TrainedHead, evaluate, train_head
 
 __all__ = ["CANDIDATES", "main", "run_one"]
 
+_DILATED = Architecture(hidden_units=16, dilated_radius=4, dilation=8)
 CANDIDATES: tuple[tuple[Architecture, FeatureSpec], ...] = (
-    (Architecture(hidden_units=0), LOG_MEL),
-    (Architecture(hidden_units=0), WITH_SAMPLE_FEATURES),
+    (Architecture(hidden_units=0, dilated_radius=4), LOG_MEL),
+    (Architecture(hidden_units=0, dilated_radius=4), WITH_SAMPLE_FEATURES),
+    (_DILATED, LOG_MEL),
+    (_DILATED, WITH_SAMPLE_FEATURES),
     (Architecture(hidden_units=16), LOG_MEL),
-    (Architecture(hidden_units=16), WITH_SAMPLE_FEATURES),
-    (Architecture(hidden_units=16, dilated_radius=0), WITH_SAMPLE_FEATURES),
+    (Architecture(hidden_units=32, dense_radius=5), WITH_SAMPLE_FEATURES),
+    (Architecture(hidden_units=16), WITH_SAMPLE_FEATURES),  # the default; last: run twice
 )
 
 
@@ -66,6 +69,29 @@ def _onset_p90(head: TrainedHead, examples: list[Any], column: int) -> float | N
     return float(np.percentile(errors, 90)) if errors else None
 
 
+LEVEL_BANDS_DBFS = ((-34.0, -26.0), (-26.0, -18.0), (-18.0, -10.0))
+
+
+def _glitch_recall_by_level(
+    head: TrainedHead, examples: list[Any], synthetic: list[SyntheticFile]
+) -> dict[str, float | None]:
+    """Recall of the clicks whose peak lies in each band of ``LEVEL_BANDS_DBFS``."""
+    column = head.artifact_types.index("glitch")
+    found: list[tuple[float, bool]] = []
+    for ex, file in zip(examples, synthetic, strict=True):
+        probs = head.predict(ex.features)[:, column]
+        detected = [(s, e) for s, e, _ in frames_to_events(probs, head.rules[column])]
+        reference = ex.events_ms[column]
+        matched = {i for i, _ in match_events(reference, detected)}
+        level = dict(file.click_levels)
+        found += [(level[start], i in matched) for i, (start, _) in enumerate(reference)]
+    out: dict[str, float | None] = {}
+    for low, high in LEVEL_BANDS_DBFS:
+        band = [hit for db, hit in found if low <= db < high or (high == -10.0 and db == high)]
+        out[f"{low:g}..{high:g} dBFS"] = sum(band) / len(band) if band else None
+    return out
+
+
 def _inference_fraction(model: bytes, examples: list[Any]) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -81,6 +107,7 @@ def _inference_fraction(model: bytes, examples: list[Any]) -> float:
 def run_one(
     train: list[AnnotatedFile],
     test: list[AnnotatedFile],
+    synthetic_test: list[SyntheticFile],
     architecture: Architecture,
     spec: FeatureSpec,
     seed: int,
@@ -101,6 +128,7 @@ def run_one(
         "best_epoch": int(min(head.history, key=lambda r: r["validation_loss"])["epoch"]),
         "validation": head.metrics,
         "test": test_metrics,
+        "glitch_recall_by_level": _glitch_recall_by_level(head, examples, synthetic_test),
         "onnx_cpu_fraction_of_audio": _inference_fraction(export_onnx(head), examples),
     }
 
@@ -160,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for architecture, spec in CANDIDATES:
         for seed in args.seeds:
-            result = run_one(train, test, architecture, spec, seed, args.epochs)
+            result = run_one(train, test, test_set, architecture, spec, seed, args.epochs)
             runs.append(result)
             brief = {k: round(v["f1"], 3) for k, v in result["test"].items()}
             print(
@@ -172,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     arch, spec = CANDIDATES[-1]
-    again = run_one(train, test, arch, spec, args.seeds[0], args.epochs)
+    again = run_one(train, test, test_set, arch, spec, args.seeds[0], args.epochs)
     first = next(
         r
         for r in runs

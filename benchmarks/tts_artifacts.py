@@ -52,6 +52,7 @@ class SyntheticFile:
     voice: str
     samples: npt.NDArray[np.float32]
     annotations: tuple[tuple[str, float, float], ...]  # (type, start_ms, end_ms)
+    click_levels: tuple[tuple[float, float], ...] = ()  # (start_ms, peak dBFS) of each click
 
 
 def _sentences(rng: np.random.Generator, count: int) -> str:
@@ -146,6 +147,7 @@ def _one_file(
     audio = audio + _room_noise(rng, audio.size)
     labels = [("long_pause", s * 1000 / RATE, e * 1000 / RATE) for s, e in pause_labels]
     placed: list[int] = []
+    levels: list[tuple[float, float]] = []
     for _ in range(clicks):
         click = _click(rng)
         for _try in range(100):
@@ -155,9 +157,14 @@ def _one_file(
                 break
         audio[at : at + click.size] += click
         placed.append(at)
+        levels.append((at * 1000 / RATE, 20 * float(np.log10(np.abs(click).max()))))
         labels.append(("glitch", at * 1000 / RATE, (at + click.size) * 1000 / RATE))
     return SyntheticFile(
-        name, voice, audio.astype(np.float32), tuple(sorted(labels, key=lambda x: x[1]))
+        name,
+        voice,
+        audio.astype(np.float32),
+        tuple(sorted(labels, key=lambda x: x[1])),
+        tuple(levels),
     )
 
 

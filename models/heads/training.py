@@ -225,6 +225,8 @@ def evaluate(
             "threshold": rule.threshold,
             "min_duration_ms": rule.min_duration_ms,
             "merge_window_ms": rule.merge_window_ms,
+            "onset_shift_ms": rule.onset_shift_ms,
+            "offset_shift_ms": rule.offset_shift_ms,
             "collar_ms": COLLAR_MS,
             "offset_collar": f"max({COLLAR_MS:g} ms, {OFFSET_RATIO:g} x duration)",
         }
