@@ -264,3 +264,33 @@ def test_config_errors_name_the_key_and_value(raw: dict[str, object], message: s
     with pytest.raises(ConfigError) as caught:
         TrainingConfig.from_mapping(raw)
     assert message in str(caught.value)
+
+
+# -- benchmark ---------------------------------------------------------------------------------
+
+
+def test_the_benchmark_runs_on_a_tiny_set() -> None:
+    """The benchmark's set and one head's run, on a few files: it must not rot between runs."""
+    from benchmarks.custom_head import _annotated, run_one
+    from benchmarks.tts_artifacts import build_set
+
+    train_set, test_set = build_set("train", 6, seed=1), build_set("test", 2, seed=1)
+    assert {f.voice for f in train_set}.isdisjoint(f.voice for f in test_set)
+    for file in train_set + test_set:
+        for kind, start_ms, end_ms in file.annotations:
+            assert 0 <= start_ms < end_ms <= 1000 * file.samples.size / RATE
+            if kind == "glitch":
+                assert 1.0 <= end_ms - start_ms <= 3.0
+            else:
+                assert 500.0 <= end_ms - start_ms <= 900.0
+    result = run_one(
+        _annotated(train_set),
+        _annotated(test_set),
+        test_set,
+        Architecture(),
+        WITH_SAMPLE_FEATURES,
+        seed=0,
+        epochs=1,
+    )
+    assert set(result["test"]) == {"glitch", "long_pause"}
+    assert result["onnx_cpu_fraction_of_audio"] > 0

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models.heads.network import HeadWeights
 from models.heads.training import TrainedHead
 
-__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "export_onnx", "read_metadata"]
+__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "export_onnx", "metadata", "read_metadata"]
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
@@ -99,6 +99,7 @@ def _graph(weights: HeadWeights) -> onnx.GraphProto:
 
 
 def metadata(head: TrainedHead) -> dict[str, str]:
+    """The model's ``metadata_props``: JSON values, so that any reader parses them alike."""
     spec = head.spec
     arch = head.weights.architecture
     return {

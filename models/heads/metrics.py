@@ -25,6 +25,9 @@ import numpy.typing as npt
 
 __all__ = [
     "COLLAR_MS",
+    "DEFAULT_THRESHOLDS",
+    "EMPTY_SCORE",
+    "MAX_SHIFT_MS",
     "OFFSET_RATIO",
     "EventRule",
     "EventScore",

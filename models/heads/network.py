@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Architecture", "HeadWeights", "context_rows", "forward", "init_weights"]
+__all__ = [
+    "Architecture",
+    "HeadWeights",
+    "context_rows",
+    "forward",
+    "init_weights",
+    "logits_from_rows",
+    "normalise",
+    "padded",
+    "sigmoid",
+]
 
 F32 = npt.NDArray[np.float32]
 _CHUNK_FRAMES = 4096
