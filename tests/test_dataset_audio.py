@@ -284,6 +284,14 @@ async def test_relay_step_3_on_s3_posts_to_the_service_itself(
     info = await audio.upload_url(path.read_bytes(), content_type="audio/ogg")
     assert info["upload_url"].startswith(seaweedfs.endpoint_url)
     await audio.confirm(info["audio_id"], expect=409)  # nothing there yet
+    whole = path.read_bytes()
+    too_large = await asyncio.to_thread(requests_post_form, info, whole + bytes(1000))
+    assert too_large.status_code == 400 and "EntityTooLarge" in too_large.text
+    too_small = await asyncio.to_thread(requests_post_form, info, whole[:-10])
+    assert too_small.status_code == 204  # S3's range starts at 0: confirm checks the size
+    body = await audio.confirm(info["audio_id"], expect=409)
+    assert "removed" in body["error"], body
+    assert await client.app[BLOBS].stat(stored_upload_key(audio_settings, info["audio_id"])) is None
     ready = await asyncio.to_thread(
         relay_step_3, host_of(client), api_key, audio.dataset_id, path, "audio/ogg"
     )
@@ -295,6 +303,12 @@ async def test_relay_step_3_on_s3_posts_to_the_service_itself(
     await audio.get(ready["id"], expect=404)
     assert await client.app[BLOBS].stat(upload_key) is None
     assert await client.app[BLOBS].stat(derived_key(upload_key, NORMALISED_NAME)) is None
+
+
+def requests_post_form(info: dict[str, Any], data: bytes) -> requests.Response:
+    return requests.post(
+        info["upload_url"], data=info["fields"], files={"file": ("a.ogg", data)}, timeout=60
+    )
 
 
 def tone_wav_samples(seconds: float) -> np.ndarray:
@@ -487,3 +501,39 @@ async def test_list_pages_and_delete_removes_row_and_blobs(
         await audio.get(audio_id, expect=404)
     assert stored_files(audio_settings.data_dir / "blobs") == []
     assert (await audio.call("GET", "", 200))["total"] == 0
+
+
+async def test_an_upload_cut_off_midway_leaves_nothing(
+    audio: Audio, audio_settings: Settings
+) -> None:
+    data = tone_wav(2.0)
+    info = await audio.upload_url(data)
+    form = FormData()
+    for name, value in info["fields"].items():
+        form.add_field(name, value)
+    form.add_field("file", data, filename="a.wav", content_type="audio/wav")
+    writer = form()
+    body = bytearray()
+
+    class Sink:
+        async def write(self, chunk: bytes) -> None:
+            body.extend(chunk)
+
+    await writer.write(Sink())  # type: ignore[arg-type]
+    url = audio.client.make_url("/api/v1/uploads")
+    _, stream = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST /api/v1/uploads HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"Content-Type: {writer.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    stream.write(head.encode() + bytes(body[: len(body) // 2]))
+    await stream.drain()
+    await asyncio.sleep(0.2)
+    stream.close()
+    blobs = audio_settings.data_dir / "blobs"
+    async with asyncio.timeout(WAIT_S):
+        while [p for p in blobs.rglob("*") if p.is_file()]:
+            await asyncio.sleep(0.05)
+    await audio.confirm(info["audio_id"], expect=409)
+    await audio.post_form(info, data)  # the form is still good for a whole upload
+    assert (await audio.confirm(info["audio_id"]))["upload_confirmed"] is True
