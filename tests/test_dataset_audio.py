@@ -24,12 +24,15 @@ import soundfile as sf
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
+from models.yamnet.embedding_meta import embedding_path
+from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
 from server.appkeys import BLOBS, KEYS, STORE
 from server.audio.encode import encode_audio
 from server.config import Settings
-from server.datasets.audio_keys import FEATURES_NAME, NORMALISED_NAME, derived_key
+from server.datasets.audio_keys import EMBEDDINGS_NAME, FEATURES_NAME, NORMALISED_NAME, derived_key
 from server.datasets.repository import DatasetRecord, SqliteDatasetRepository
+from server.runner import EmbeddingRunner
 from server.storage.local import INCOMING_DIR
 from tests.seaweedfs import SeaweedFS
 
@@ -209,6 +212,14 @@ async def test_relay_step_3_with_requests_and_curl_on_the_local_store(
     )
     assert features.dtype == np.float32 and features.shape[1] == 64
     assert abs(features.shape[0] - 150) <= 3
+    # YAMNet's embeddings: a 0.96 s window every 0.48 s, the last one zero-padded.
+    vectors = np.load(
+        io.BytesIO(await read_blob(audio.client, derived_key(upload_key, EMBEDDINGS_NAME)))
+    )
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 1024)
+    runner = EmbeddingRunner(embedding_path(WEIGHTS_DIR))
+    first = runner.run(features[None, : FRONTEND.patch_frames])
+    np.testing.assert_allclose(vectors[:1], first, rtol=1e-4, atol=1e-4)
 
     curl = shutil.which("curl")
     if curl is None:
@@ -495,7 +506,7 @@ async def test_list_pages_and_delete_removes_row_and_blobs(
     assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
     page = await audio.call("GET", "?limit=2&offset=2", 200)
     assert [item["id"] for item in page["items"]] == ids[2:]
-    assert len(stored_files(audio_settings.data_dir / "blobs")) == 9
+    assert len(stored_files(audio_settings.data_dir / "blobs")) == 12  # upload + 3 outputs
     for audio_id in ids:
         await audio.call("DELETE", f"/{audio_id}", 204)
         await audio.get(audio_id, expect=404)

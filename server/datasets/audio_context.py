@@ -3,10 +3,12 @@ started in a cleanup context after the blob store and the store, stopped before 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from models.yamnet.spec import WEIGHTS_DIR
 from server.appkeys import BLOBS, KEYS, SETTINGS, STORE
 from server.audio import DecodeLimits
 from server.datasets.audio_processing import AudioProcessor
@@ -14,6 +16,7 @@ from server.datasets.audio_routes import AUDIO_FILES
 from server.datasets.audio_service import AudioFileService
 from server.datasets.post_policy import PostPolicySigner
 from server.datasets.repository import SqliteAudioFileRepository, SqliteDatasetRepository
+from server.runner import load_embedding_runner
 
 __all__ = ["audio_files_context"]
 
@@ -30,12 +33,17 @@ async def audio_files_context(app: web.Application) -> AsyncIterator[None]:
     await datasets.prepare()
     await audio.prepare()
     secret = await store.write(lambda s: s.secret(_POLICY_SECRET))
+    model_dir = settings.model_dir or WEIGHTS_DIR
+    embedder = await asyncio.get_running_loop().run_in_executor(
+        None, load_embedding_runner, model_dir
+    )
     processor = AudioProcessor(
         audio,
         app[BLOBS],
         DecodeLimits(max_duration_s=settings.max_session_duration_s),
         settings.data_dir / _WORK_DIR,
         max_upload_bytes=settings.media_max_bytes,
+        embed=None if embedder is None else embedder.run,
     )
     app[AUDIO_FILES] = AudioFileService(
         settings,

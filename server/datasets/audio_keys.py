@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from server.storage import team_key
 
-__all__ = ["FEATURES_NAME", "NORMALISED_NAME", "all_keys", "derived_key", "upload_key"]
+__all__ = [
+    "EMBEDDINGS_NAME",
+    "FEATURES_NAME",
+    "NORMALISED_NAME",
+    "all_keys",
+    "derived_key",
+    "upload_key",
+]
 
 UPLOAD_NAME = "upload"
 NORMALISED_NAME = "audio-16k-mono.wav"  # 16-bit PCM WAV, 16 kHz mono
 FEATURES_NAME = "log-mel.npy"  # float32 [frames, mel bands], one frame per 10 ms
+EMBEDDINGS_NAME = "embeddings.npy"  # float32 [windows, 1024], a 0.96 s window every 0.48 s
 
 
 def upload_key(team: str, dataset_id: str, audio_id: str) -> str:
@@ -23,4 +31,5 @@ def derived_key(upload: str, name: str) -> str:
 
 
 def all_keys(upload: str) -> tuple[str, ...]:
-    return (upload, derived_key(upload, NORMALISED_NAME), derived_key(upload, FEATURES_NAME))
+    names = (NORMALISED_NAME, FEATURES_NAME, EMBEDDINGS_NAME)
+    return (upload, *(derived_key(upload, name) for name in names))

@@ -11,6 +11,7 @@ Live streams come first. The processor decodes on its own single thread (never t
 decode threads, so a stream's chunk never queues behind a long file), lowered to nice 10 so
 the OS prefers the stream threads whenever both want a core, in bounded blocks (the upload's
 chunks) that let go of the event loop and the GIL between them; one file at a time.
+Embeddings run in the same thread, on the set-up-prepared embedding graph with one ONNX thread.
 The outputs are written next to the upload only when complete, then the row goes ``ready``; a
 file deleted meanwhile has its outputs removed again.
 """
@@ -33,8 +34,8 @@ from server.audio import AudioLimitError, DecodeError, DecodeLimits, parse_conte
 from server.audio.formats import MIME_MP4
 from server.audio.probe import probe_source
 from server.audio.sniff import CONTAINER_MIMES, SNIFF_BYTES, sniff_container
-from server.datasets.audio_keys import FEATURES_NAME, NORMALISED_NAME, derived_key
-from server.datasets.audio_normalise import Normalised, Normaliser
+from server.datasets.audio_keys import EMBEDDINGS_NAME, FEATURES_NAME, NORMALISED_NAME, derived_key
+from server.datasets.audio_normalise import Embed, Normalised, Normaliser
 from server.datasets.repository import (
     AudioFileRecord,
     AudioFileRepository,
@@ -75,6 +76,7 @@ class AudioProcessor:
         work_dir: Path,
         *,
         max_upload_bytes: int,
+        embed: Embed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._audio = audio
@@ -82,6 +84,7 @@ class AudioProcessor:
         self._limits = limits
         self._work_dir = work_dir
         self._max_upload_bytes = max_upload_bytes
+        self._embed = embed
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -240,7 +243,7 @@ class AudioProcessor:
                 f"not audio: the file is not in a supported format ({_SUPPORTED})"
             )
         fmt = parse_content_type(CONTAINER_MIMES[container])
-        normaliser = await self._run(Normaliser, fmt, self._limits, self._work_dir)
+        normaliser = await self._run(Normaliser, fmt, self._limits, self._work_dir, self._embed)
         return normaliser, [] if fmt.mime == MIME_MP4 else None
 
     async def _bounded(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -255,10 +258,10 @@ class AudioProcessor:
 
     async def _store(self, record: AudioFileRecord, result: Normalised) -> tuple[str, ...]:
         written = []
-        for name, path in (
-            (NORMALISED_NAME, result.wav_path),
-            (FEATURES_NAME, result.features_path),
-        ):
+        outputs = [(NORMALISED_NAME, result.wav_path), (FEATURES_NAME, result.features_path)]
+        if result.embeddings_path is not None:
+            outputs.append((EMBEDDINGS_NAME, result.embeddings_path))
+        for name, path in outputs:
             key = derived_key(record.blob_key, name)
             await self._blobs.put_stream(
                 key, self._file_chunks(path), max_bytes=path.stat().st_size
