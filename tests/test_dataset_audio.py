@@ -1,17 +1,14 @@
 """Dataset audio files over real HTTP on loopback: Relay's Step 3 (upload URL, multipart form
 POST, confirm, poll) with ``requests`` and curl against the local store and against SeaweedFS,
-the form's policy checks, confirmation, processing to 16 kHz mono with log-mel features, its
-failures, team isolation and deletion."""
+confirmation, processing to 16 kHz mono with log-mel features and embeddings, its failures,
+team isolation and deletion. The form's own checks are in ``test_dataset_audio_forms``."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,96 +16,31 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
 import soundfile as sf
-from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from models.yamnet.embedding_meta import embedding_path
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
-from server.appkeys import BLOBS, KEYS, STORE
+from server.appkeys import BLOBS
 from server.audio.encode import encode_audio
 from server.config import Settings
 from server.datasets.audio_keys import EMBEDDINGS_NAME, FEATURES_NAME, NORMALISED_NAME, derived_key
-from server.datasets.repository import DatasetRecord, SqliteDatasetRepository
 from server.runner import EmbeddingRunner
-from server.storage.local import INCOMING_DIR
+from tests.dataset_audio import (
+    RATE_HZ,
+    Audio,
+    host_of,
+    make_dataset,
+    read_blob,
+    relay_step_3,
+    requests_post_form,
+    stored_files,
+    stored_upload_key,
+    tone_wav,
+    tone_wav_samples,
+)
 from tests.seaweedfs import SeaweedFS
-
-RATE_HZ = 16_000
-WAIT_S = 120.0  # only ever reached when something is broken; never a speed assumption
-
-
-def tone_wav(seconds: float, rate_hz: int = 44_100, channels: int = 2) -> bytes:
-    t = np.arange(int(seconds * rate_hz)) / rate_hz
-    mono = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    buffer = io.BytesIO()
-    sf.write(buffer, np.repeat(mono[:, None], channels, axis=1), rate_hz, format="WAV")
-    return buffer.getvalue()
-
-
-def host_of(client: TestClient) -> str:
-    return str(client.make_url("")).rstrip("/")
-
-
-async def make_dataset(client: TestClient, key: str) -> str:
-    """A dataset row of ``key``'s team, written as the datasets' own routes will write it."""
-    team = str(client.app[KEYS].authenticate(key).key_id)
-    dataset_id = str(uuid.uuid4())
-    now_s = time.time()
-    record = DatasetRecord(dataset_id, team, "TTS glitches", "", (), now_s, now_s)
-    await SqliteDatasetRepository(client.app[STORE]).create(record)
-    return dataset_id
-
-
-def relay_step_3(
-    base_url: str, api_key: str, dataset_id: str, path: Path, content_type: str
-) -> dict[str, Any]:
-    """Relay's Step 3 with ``requests``: only the base URL differs from what a Relay client
-    sends (and the sleep is Relay's own 2 s)."""
-    BASE_URL, API_KEY = base_url, api_key  # the reference's names
-    response = requests.post(
-        f"{BASE_URL}/api/v1/datasets/{dataset_id}/audio/upload-url",
-        headers={"X-API-Key": API_KEY},
-        json={
-            "filename": path.name,
-            "content_type": content_type,
-            "file_size": path.stat().st_size,
-        },
-        timeout=30,
-    )
-    upload_info = response.json()
-    with open(path, "rb") as f:
-        uploaded = requests.post(
-            upload_info["upload_url"], data=upload_info["fields"], files={"file": f}, timeout=60
-        )
-    assert uploaded.status_code == 204, uploaded.text
-    confirmed = requests.post(
-        f"{BASE_URL}/api/v1/datasets/{dataset_id}/audio/confirm",
-        headers={"X-API-Key": API_KEY},
-        json={"audio_id": upload_info["audio_id"]},
-        timeout=30,
-    )
-    assert confirmed.status_code == 200, confirmed.text
-    audio_id = upload_info["audio_id"]
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        response = requests.get(
-            f"{BASE_URL}/api/v1/datasets/{dataset_id}/audio/{audio_id}",
-            headers={"X-API-Key": API_KEY},
-            timeout=30,
-        )
-        audio = response.json()
-        if audio["processing_status"] == "ready":
-            print("Audio processing complete")
-            break
-        elif audio["processing_status"] == "failed":
-            print(f"Processing failed: {audio['processing_error']}")
-            break
-        assert time.monotonic() < deadline, audio
-        time.sleep(2)
-    return audio  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -123,69 +55,9 @@ async def audio_client(
     yield await aiohttp_client(create_app(audio_settings))
 
 
-class Audio:
-    """The audio routes of one dataset, failing loudly on unexpected statuses."""
-
-    def __init__(self, client: TestClient, key: str, dataset_id: str) -> None:
-        self.client, self.key, self.dataset_id = client, key, dataset_id
-        self.base = f"/api/v1/datasets/{dataset_id}/audio"
-
-    async def call(self, method: str, path: str, expect: int, **kw: Any) -> Any:
-        response = await self.client.request(
-            method, self.base + path, headers={"X-API-Key": self.key}, **kw
-        )
-        body = None if response.status == 204 else await response.json()
-        assert response.status == expect, body
-        return body
-
-    async def upload_url(self, data: bytes, expect: int = 200, **body: Any) -> Any:
-        wanted = {"filename": "a.wav", "content_type": "audio/wav", "file_size": len(data)}
-        return await self.call("POST", "/upload-url", expect, json={**wanted, **body})
-
-    async def post_form(
-        self, info: Any, data: bytes, expect: int = 204, fields: dict[str, str] | None = None
-    ) -> Any:
-        form = FormData()
-        for name, value in (fields if fields is not None else info["fields"]).items():
-            form.add_field(name, value)
-        form.add_field("file", data, filename="a.wav", content_type="audio/wav")
-        response = await self.client.session.post(info["upload_url"], data=form)
-        body = None if response.status == 204 else await response.json()
-        assert response.status == expect, body
-        return body
-
-    async def confirm(self, audio_id: str, expect: int = 200) -> Any:
-        return await self.call("POST", "/confirm", expect, json={"audio_id": audio_id})
-
-    async def get(self, audio_id: str, expect: int = 200) -> Any:
-        return await self.call("GET", f"/{audio_id}", expect)
-
-    async def upload(self, data: bytes, content_type: str = "audio/wav") -> str:
-        info = await self.upload_url(data, content_type=content_type)
-        await self.post_form(info, data)
-        await self.confirm(info["audio_id"])
-        return str(info["audio_id"])
-
-    async def finished(self, audio_id: str) -> Any:
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                audio = await self.get(audio_id)
-                if audio["processing_status"] in ("ready", "failed"):
-                    return audio
-                await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def audio(audio_client: TestClient, api_key: str) -> Audio:
     return Audio(audio_client, api_key, await make_dataset(audio_client, api_key))
-
-
-def stored_files(root: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.is_file() and INCOMING_DIR not in path.relative_to(root).parts
-    )
 
 
 async def test_relay_step_3_with_requests_and_curl_on_the_local_store(
@@ -251,24 +123,6 @@ async def test_relay_step_3_with_requests_and_curl_on_the_local_store(
     assert (await audio.finished(info["audio_id"]))["duration_ms"] == 1500
 
 
-def stored_upload_key(settings: Settings, audio_id: str) -> str:
-    import sqlite3
-
-    db = sqlite3.connect(settings.db_path)
-    try:
-        (key,) = db.execute(
-            "SELECT blob_key FROM audio_files WHERE audio_id = ?", (audio_id,)
-        ).fetchone()
-        return str(key)
-    finally:
-        db.close()
-
-
-async def read_blob(client: TestClient, key: str) -> bytes:
-    async with client.app[BLOBS].open(key) as chunks:
-        return b"".join([chunk async for chunk in chunks])
-
-
 async def test_relay_step_3_on_s3_posts_to_the_service_itself(
     aiohttp_client: Callable[..., Any],
     audio_settings: Settings,
@@ -314,114 +168,6 @@ async def test_relay_step_3_on_s3_posts_to_the_service_itself(
     await audio.get(ready["id"], expect=404)
     assert await client.app[BLOBS].stat(upload_key) is None
     assert await client.app[BLOBS].stat(derived_key(upload_key, NORMALISED_NAME)) is None
-
-
-def requests_post_form(info: dict[str, Any], data: bytes) -> requests.Response:
-    return requests.post(
-        info["upload_url"], data=info["fields"], files={"file": ("a.ogg", data)}, timeout=60
-    )
-
-
-def tone_wav_samples(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE_HZ)) / RATE_HZ
-    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None]
-
-
-def _policy(fields: dict[str, str]) -> dict[str, Any]:
-    return json.loads(base64.b64decode(fields["policy"]))  # type: ignore[no-any-return]
-
-
-def _with_policy(fields: dict[str, str], document: dict[str, Any]) -> dict[str, str]:
-    return {**fields, "policy": base64.b64encode(json.dumps(document).encode()).decode()}
-
-
-async def test_a_tampered_form_is_403_and_stores_nothing(
-    audio: Audio, audio_settings: Settings
-) -> None:
-    data = tone_wav(0.5)
-    info = await audio.upload_url(data)
-    fields = info["fields"]
-    assert {
-        "key",
-        "policy",
-        "x-amz-algorithm",
-        "x-amz-credential",
-        "x-amz-date",
-        "x-amz-signature",
-        "Content-Type",
-    } <= set(fields)
-    document = _policy(fields)
-    assert ["content-length-range", len(data), len(data)] in document["conditions"]
-    longer = json.loads(json.dumps(document).replace(f", {len(data)}]", f", {10 * len(data)}]"))
-    tampered = [
-        {**fields, "key": fields["key"].replace("upload", "other")},
-        {**fields, "Content-Type": "audio/mpeg"},
-        {**fields, "x-amz-signature": "0" * 64},
-        _with_policy(fields, {**document, "expiration": "2999-01-01T00:00:00.000Z"}),
-        _with_policy(fields, longer),
-        {**fields, "acl": "public-read"},
-        {k: v for k, v in fields.items() if k != "policy"},
-    ]
-    for changed in tampered:
-        body = await audio.post_form(info, data, expect=403, fields=changed)
-        assert body["error"], body
-    assert stored_files(audio_settings.data_dir / "blobs") == []
-    await audio.confirm(info["audio_id"], expect=409)
-    # Relay's curl sends only key, policy and signature: that is enough.
-    minimal = {k: fields[k] for k in ("key", "policy", "x-amz-signature")}
-    await audio.post_form(info, data, fields=minimal)
-
-
-async def test_an_expired_form_is_403_saying_so(
-    aiohttp_client: Callable[..., Any], audio_settings: Settings, api_key: str
-) -> None:
-    client = await aiohttp_client(create_app(audio_settings.replace(media_url_expiry_s=1)))
-    audio = Audio(client, api_key, await make_dataset(client, api_key))
-    data = tone_wav(0.2)
-    info = await audio.upload_url(data)
-    expires_at = _policy(info["fields"])["expiration"]
-    while time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()) <= expires_at:
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.05)
-    body = await audio.post_form(info, data, expect=403)
-    assert "expired" in body["error"], body
-
-
-async def test_a_file_larger_or_smaller_than_declared_is_400_and_leaves_nothing(
-    audio: Audio, audio_settings: Settings
-) -> None:
-    data = tone_wav(0.5)
-    info = await audio.upload_url(data)
-    body = await audio.post_form(info, data + bytes(300_000), expect=400)
-    assert "EntityTooLarge" in body["error"], body
-    body = await audio.post_form(info, data[:-1], expect=400)
-    assert "EntityTooSmall" in body["error"], body
-    assert stored_files(audio_settings.data_dir / "blobs") == []
-    await audio.confirm(info["audio_id"], expect=409)
-    await audio.post_form(info, data)  # the same form still works for the right file
-    confirmed = await audio.confirm(info["audio_id"])
-    assert confirmed["upload_confirmed"] is True
-
-
-async def test_bad_forms_and_bodies_are_400_with_a_json_error(audio: Audio) -> None:
-    url = str(audio.client.make_url("/api/v1/uploads"))
-    for kw in ({"data": b"x"}, {"json": {"a": 1}}, {"data": FormData({"key": "k"})}):
-        response = await audio.client.session.post(url, **kw)
-        assert response.status == 400, await response.text()
-        assert (await response.json())["error"]
-    for body in (
-        {"filename": "", "content_type": "audio/wav", "file_size": 10},
-        {"filename": "a/b.wav", "content_type": "audio/wav", "file_size": 10},
-        {"filename": "a.wav", "content_type": "text/html", "file_size": 10},
-        {"filename": "a.wav", "content_type": "audio/wav", "file_size": 0},
-        {"filename": "a.wav", "content_type": "audio/wav", "file_size": 9 * 1024 * 1024},
-        {"filename": "a.wav", "content_type": "audio/wav"},
-    ):
-        response = await audio.call("POST", "/upload-url", 400, json=body)
-        assert response["error"]
-    await audio.call("POST", "/confirm", 400, json={})
-    await audio.call("GET", "?limit=0", 400)
-    await audio.call("GET", "?offset=x", 400)
 
 
 async def test_confirm_is_idempotent_and_a_missing_upload_is_409(audio: Audio) -> None:
@@ -512,39 +258,3 @@ async def test_list_pages_and_delete_removes_row_and_blobs(
         await audio.get(audio_id, expect=404)
     assert stored_files(audio_settings.data_dir / "blobs") == []
     assert (await audio.call("GET", "", 200))["total"] == 0
-
-
-async def test_an_upload_cut_off_midway_leaves_nothing(
-    audio: Audio, audio_settings: Settings
-) -> None:
-    data = tone_wav(2.0)
-    info = await audio.upload_url(data)
-    form = FormData()
-    for name, value in info["fields"].items():
-        form.add_field(name, value)
-    form.add_field("file", data, filename="a.wav", content_type="audio/wav")
-    writer = form()
-    body = bytearray()
-
-    class Sink:
-        async def write(self, chunk: bytes) -> None:
-            body.extend(chunk)
-
-    await writer.write(Sink())  # type: ignore[arg-type]
-    url = audio.client.make_url("/api/v1/uploads")
-    _, stream = await asyncio.open_connection(url.host, url.port)
-    head = (
-        f"POST /api/v1/uploads HTTP/1.1\r\nHost: {url.host}\r\n"
-        f"Content-Type: {writer.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    stream.write(head.encode() + bytes(body[: len(body) // 2]))
-    await stream.drain()
-    await asyncio.sleep(0.2)
-    stream.close()
-    blobs = audio_settings.data_dir / "blobs"
-    async with asyncio.timeout(WAIT_S):
-        while [p for p in blobs.rglob("*") if p.is_file()]:
-            await asyncio.sleep(0.05)
-    await audio.confirm(info["audio_id"], expect=409)
-    await audio.post_form(info, data)  # the form is still good for a whole upload
-    assert (await audio.confirm(info["audio_id"]))["upload_confirmed"] is True

@@ -21,8 +21,8 @@ from server.app import create_app
 from server.config import Settings
 from server.datasets.audio_processing import MAX_ATTEMPTS
 from tests.conftest import make_key
+from tests.dataset_audio import Audio, make_dataset, tone_wav
 from tests.serverproc import ServerProcess
-from tests.test_dataset_audio import Audio, make_dataset, tone_wav
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,7 +14,7 @@ from openapi_spec_validator import OpenAPIV30SpecValidator
 from protocol.audio_files_openapi import audio_files_openapi_document
 from server.app import create_app
 from server.config import Settings
-from tests.test_dataset_audio import Audio, make_dataset, tone_wav
+from tests.dataset_audio import Audio, make_dataset, tone_wav
 
 DOC = audio_files_openapi_document()
 
