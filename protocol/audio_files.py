@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from protocol.media import Timestamp
-from protocol.wire import REQUEST, RESPONSE
+from protocol.wire import REQUEST, RESPONSE, reworded
 
 __all__ = [
     "AUDIO_PAGE_DEFAULT",
@@ -55,6 +55,10 @@ class AudioUploadRequest:
     filename: Annotated[
         str,
         Field(min_length=1, max_length=MAX_FILENAME_CHARS, pattern=FILENAME_PATTERN),
+        reworded(
+            f"must be a file name of 1-{MAX_FILENAME_CHARS} characters, without '/', '\\' or "
+            "control characters"
+        ),
     ]
     content_type: Annotated[
         str,
@@ -63,8 +67,13 @@ class AudioUploadRequest:
             pattern=CONTENT_TYPE_PATTERN,
             description="An audio media type, e.g. audio/wav, audio/mpeg, audio/ogg, audio/flac",
         ),
+        reworded("must be an audio media type, e.g. audio/wav, audio/mpeg, audio/ogg, audio/flac"),
     ]
-    file_size: Annotated[int, Field(ge=1, description="The file's exact size in bytes")]
+    file_size: Annotated[
+        int,
+        Field(ge=1, strict=True, description="The file's exact size in bytes"),
+        reworded("must be an integer (bytes)", out_of_range="must be at least 1 (bytes)"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,11 @@ class AudioConfirm:
 
     __pydantic_config__ = REQUEST
 
-    audio_id: Annotated[str, Field(min_length=1, max_length=64)]
+    audio_id: Annotated[
+        str,
+        Field(min_length=1, max_length=64),
+        reworded("must be the audio_id that upload-url answered"),
+    ]
 
 
 @dataclass(frozen=True)
