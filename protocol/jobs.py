@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 from protocol.events import MAX_WEBHOOK_URL_CHARS, EventParams, http_url
 from protocol.media import MEDIA_SCHEME, OBJECT_KEY_RULES, Timestamp
 from protocol.messages import SenseEvent, Sensitivity
-from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, to_wire
+from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, reworded, to_wire
 
 __all__ = [
     "CANCELED",
@@ -37,6 +37,7 @@ __all__ = [
     "JobEvent",
     "JobPage",
     "JobView",
+    "JobsQuery",
     "SoundEventsInput",
     "SoundEventsOutput",
     "WebhookSecret",
@@ -107,6 +108,24 @@ class SoundEventsInput:
         data: dict[str, Any] = to_wire(self)
         data["events"] = self.events.to_dict() or None
         return data
+
+
+@dataclass(frozen=True)
+class JobsQuery:
+    """``GET /v1/jobs?take=&skip=``."""
+
+    __pydantic_config__ = REQUEST
+
+    take: Annotated[
+        int,
+        Field(ge=1, le=JOB_PAGE_MAX, description="Most jobs to return."),
+        reworded(f"must be an integer from 1 to {JOB_PAGE_MAX}"),
+    ] = JOB_PAGE_DEFAULT
+    skip: Annotated[
+        int,
+        Field(ge=0, le=JOB_SKIP_MAX, description="How many jobs to skip, newest first."),
+        reworded(f"must be an integer from 0 to {JOB_SKIP_MAX}"),
+    ] = 0
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,10 @@ from typing import Any
 
 from protocol.errors import GenericError
 from protocol.jobs import (
-    JOB_PAGE_DEFAULT,
-    JOB_PAGE_MAX,
-    JOB_SKIP_MAX,
     Job,
     JobCreated,
     JobPage,
+    JobsQuery,
     SoundEventsInput,
     WebhookSecret,
 )
@@ -30,7 +28,7 @@ from protocol.media import (
     MediaObject,
     MediaUploadUrl,
 )
-from protocol.wire import schemas
+from protocol.wire import query_parameters, schemas
 
 __all__ = ["media_openapi_document"]
 
@@ -46,6 +44,8 @@ _ERRORS = {
     409: "The object key clashes with another of the team's (a key and a folder of it).",
     413: "The upload is larger than the limit signed into its URL (1 GiB by default).",
     500: "Unexpected server error; the body names a request id to look for.",
+    429: "The key has spent its request budget (shared with the session API); see Retry-After.",
+    503: "The upload crossed the removal of the expired object it replaces: upload it again.",
 }
 _OBJECT_KEY = {
     "type": "string",
@@ -115,28 +115,7 @@ def _paths() -> dict[str, Schema]:
                 "tags": ["jobs"],
                 "summary": "The team's jobs, newest first",
                 "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "take",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": JOB_PAGE_MAX,
-                            "default": JOB_PAGE_DEFAULT,
-                        },
-                    },
-                    {
-                        "name": "skip",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": JOB_SKIP_MAX,
-                            "default": 0,
-                        },
-                    },
-                ],
+                "parameters": query_parameters(JobsQuery),
                 "responses": {
                     "200": _json("A page of jobs.", _ref(JobPage)),
                     **_errors(400, 401, 500),
@@ -238,7 +217,7 @@ def _paths() -> dict[str, Schema]:
                 },
                 "responses": {
                     "200": _json("Stored and durable.", _ref(MediaObject)),
-                    **_errors(400, 403, 408, 409, 413, 500),
+                    **_errors(400, 403, 408, 409, 413, 500, 503),
                 },
             }
         },
@@ -268,6 +247,15 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+def _with_rate_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Every route called with a key may answer 429."""
+    for item in paths.values():
+        for operation in item.values():
+            if isinstance(operation, dict) and operation.get("security") is _BEARER:
+                operation["responses"].update(_errors(429))
+    return paths
+
+
 def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
     """The document, for a server whose pyannoteAI-style API lives at ``server_url``."""
     error = _ref(GenericError)
@@ -289,7 +277,7 @@ def media_openapi_document(server_url: str = "/v1") -> dict[str, Any]:
             {"name": "media", "description": "Temporary media storage."},
             {"name": "jobs", "description": "Jobs on uploaded media."},
         ],
-        "paths": _paths(),
+        "paths": _with_rate_limits(_paths()),
         "components": {
             "schemas": schemas(REQUESTS, RESPONSES),
             "responses": {

@@ -36,9 +36,11 @@ __all__ = [
     "CreateSessionResponse",
     "OfficialTag",
     "Page",
+    "PageQuery",
     "PredictRequest",
     "PredictRequestMsgpack",
     "PredictResponse",
+    "ResultsQuery",
     "Sense",
     "SenseEvent",
     "SenseEventTag",
@@ -331,6 +333,41 @@ class PredictRequestMsgpack:
 
     data: bytes
     sequence: Sequence = None
+
+
+# -- query parameters -------------------------------------------------------------------------
+
+Offset = Annotated[
+    int,
+    Field(ge=0, le=MAX_OFFSET, description="How many entries to skip."),
+    reworded("must be an integer", f"must be between 0 and {MAX_OFFSET}"),
+]
+PageCount = Annotated[
+    int,
+    Field(ge=1, le=MAX_PAGE_COUNT, description="Most entries to return."),
+    reworded("must be an integer", f"must be between 1 and {MAX_PAGE_COUNT}"),
+]
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """``?offset=&count=`` of the status and events pages (ignored when ``next_token`` is
+    given: the token carries both)."""
+
+    __pydantic_config__ = REQUEST
+
+    offset: Offset = 0
+    count: PageCount = DEFAULT_PAGE_COUNT
+
+
+@dataclass(frozen=True)
+class ResultsQuery:
+    """``?offset=&limit=`` of ``GET .../results``."""
+
+    __pydantic_config__ = REQUEST
+
+    offset: Offset = 0
+    limit: PageCount = DEFAULT_PAGE_COUNT
 
 
 # -- responses --------------------------------------------------------------------------------

@@ -19,25 +19,24 @@ from typing import Any
 from protocol.errors import GenericError
 from protocol.events import EventParams, EventsPage, event_paths
 from protocol.messages import (
-    DEFAULT_PAGE_COUNT,
-    MAX_OFFSET,
-    MAX_PAGE_COUNT,
     MAX_STATUS_TOKEN_CHARS,
     AudioChunk,
     AudioChunkMsgpack,
     CreateSession,
     CreateSessionResponse,
     OfficialTag,
+    PageQuery,
     PredictRequest,
     PredictRequestMsgpack,
     PredictResponse,
+    ResultsQuery,
     SessionRefs,
     SessionResults,
     SessionStatus,
     UpdateSession,
 )
 from protocol.tokens import MAX_TOKEN_CHARS as MAX_SCOPED_TOKEN_CHARS
-from protocol.wire import schemas
+from protocol.wire import query_parameters, schemas
 
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
@@ -165,20 +164,7 @@ _KEY_OPTIONAL: list[dict[str, list[str]]] = [{"API_Key": []}, {}]
 
 def _paths(components: dict[str, Schema]) -> dict[str, Schema]:
     session_id = {"$ref": "#/components/parameters/SessionId"}
-    page_parameters = [
-        {
-            "name": "offset",
-            "in": "query",
-            "description": "How many entries to skip.",
-            "schema": _int(0, MAX_OFFSET, default=0),
-        },
-        {
-            "name": "count",
-            "in": "query",
-            "description": "Most entries to return.",
-            "schema": _int(1, MAX_PAGE_COUNT, default=DEFAULT_PAGE_COUNT),
-        },
-    ]
+    page_parameters = query_parameters(PageQuery)
     return {
         **event_paths(
             session_id,
@@ -313,18 +299,7 @@ def _paths(components: dict[str, Schema]) -> dict[str, Schema]:
                 ),
                 "security": _KEY_OPTIONAL,
                 "parameters": [
-                    {
-                        "name": "offset",
-                        "in": "query",
-                        "description": "How many results to skip.",
-                        "schema": _int(0, MAX_OFFSET, default=0),
-                    },
-                    {
-                        "name": "count",
-                        "in": "query",
-                        "description": "Most results to return.",
-                        "schema": _int(1, MAX_PAGE_COUNT, default=DEFAULT_PAGE_COUNT),
-                    },
+                    *page_parameters,
                     {
                         "name": "next_token",
                         "in": "query",
@@ -348,20 +323,7 @@ def _paths(components: dict[str, Schema]) -> dict[str, Schema]:
                 "summary": "Read a page of results with the inference state",
                 "description": "Answers at once, never waits for results.",
                 "security": _KEY_OPTIONAL,
-                "parameters": [
-                    {
-                        "name": "offset",
-                        "in": "query",
-                        "description": "How many results to skip.",
-                        "schema": _int(0, MAX_OFFSET, default=0),
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "description": "Most results to return.",
-                        "schema": _int(1, MAX_PAGE_COUNT, default=DEFAULT_PAGE_COUNT),
-                    },
-                ],
+                "parameters": query_parameters(ResultsQuery),
                 "responses": {
                     "200": _ok("A page of results.", _ref("SessionResults")),
                     **_error_responses(400, 401, 404, 500),

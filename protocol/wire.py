@@ -20,7 +20,7 @@ Cochl's and most generated clients read.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -44,6 +44,8 @@ __all__ = [
     "Schema",
     "from_wire",
     "parse",
+    "parse_query",
+    "query_parameters",
     "reworded",
     "schema_ref",
     "schemas",
@@ -181,6 +183,32 @@ def parse(kind: type[T], body: Any, where: str = "the body") -> T:
         raise BadRequest(_message(exc, where)) from None
 
 
+def parse_query(kind: type[T], query: Mapping[str, str]) -> T:
+    """Query parameters (the first value of each; an empty one counts as absent) as ``kind``,
+    whose fields' lax validation reads the numbers out of the text."""
+    names = [field.name for field in dataclasses.fields(kind)]  # type: ignore[arg-type]
+    body = {name: query[name] for name in names if query.get(name)}
+    return parse(kind, body, "the query")
+
+
+def query_parameters(kind: type[Any]) -> list[Schema]:
+    """OpenAPI parameter objects for the fields of ``kind``, a query type for ``parse_query``."""
+    schema = _openapi30(_adapter(kind).json_schema(mode="validation", ref_template=_REF_TEMPLATE))
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        field_schema = dict(field_schema)
+        description = field_schema.pop("description", None)
+        field_schema.pop("nullable", None)
+        parameter: Schema = {"name": name, "in": "query", "schema": field_schema}
+        if description:
+            parameter["description"] = description
+        if name in required:
+            parameter["required"] = True
+        parameters.append(parameter)
+    return parameters
+
+
 def from_wire(kind: type[T], data: Any) -> T:
     """A response body as ``kind`` (a client's parsing); ``ValueError`` when it does not fit."""
     try:
@@ -266,6 +294,8 @@ def _openapi30(schema: Any) -> Any:
         if isinstance(out.get(bound), int | float) and not isinstance(out[bound], bool):
             out[inclusive] = out[bound]
             out[bound] = True
+    if out.get("type") == "integer" and out.get("maximum", 2**31) > 2**31 - 1:
+        out.setdefault("format", "int64")  # so generated clients do not use 32-bit integers
     if "$ref" in out and len(out) > 1:
         # OpenAPI 3.0 ignores a $ref's siblings: keep them on an allOf wrapper.
         ref = out.pop("$ref")

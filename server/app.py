@@ -271,7 +271,14 @@ async def _media_context(app: web.Application) -> AsyncIterator[None]:
     repository = SqliteMediaRepository(store)
     await repository.prepare()
     secret = await store.write(lambda s: s.secret(_MEDIA_SECRET))
-    media = MediaService(settings, app[KEYS], app[BLOBS], repository, UploadSigner(secret))
+    media = MediaService(
+        settings,
+        app[KEYS],
+        app[BLOBS],
+        repository,
+        UploadSigner(secret),
+        rate_check=app[SERVICE].rate_check,
+    )
     app[MEDIA] = media
     interval_s = max(1.0, min(300.0, settings.media_retention_s / 10))
     sweeper = asyncio.create_task(media.run_sweeper(interval_s), name="media-retention-sweeper")
@@ -311,6 +318,7 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
         webhook_key,
         on_created=runner.wake,
         on_canceled=webhooks.wake,
+        max_unfinished=settings.max_unfinished_jobs_per_key,
     )
     app[JOBS] = jobs
     await runner.requeue_expired()

@@ -116,6 +116,7 @@ class Settings:
     job_output_retention_s: float = 24 * 3600.0
     job_lease_s: float = 60.0
     job_workers: int = 1
+    max_unfinished_jobs_per_key: int = 1000  # 429 on POST /v1/sound-events beyond it
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -158,6 +159,7 @@ class Settings:
             "webhook_max_attempts",
             "webhook_concurrency",
             "job_workers",
+            "max_unfinished_jobs_per_key",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -34,9 +34,10 @@ from protocol.events import (
     SoundEvent,
     StreamPosition,
 )
-from protocol.messages import DEFAULT_PAGE_COUNT, MAX_OFFSET, MAX_PAGE_COUNT, SenseEvent, Tag
+from protocol.messages import PageQuery, SenseEvent, Tag
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
+from protocol.wire import parse_query
 from server.config import Settings
 from server.engine import InferenceEngine
 from server.event_log import (
@@ -46,7 +47,7 @@ from server.event_log import (
     rules_for,
     unpack_probabilities,
 )
-from server.service import SessionService, int_param
+from server.service import SessionService
 from server.sessions import Session
 from server.store import EventLogRow, ResultRow, Store, StoreThread
 
@@ -127,8 +128,8 @@ class EventReads:
             state, overrides = walked
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
-            count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+            page = parse_query(PageQuery, query)
+            offset, count = page.offset, page.count
         scope = json.dumps(
             {"events": overrides.to_dict(), "state": state}, sort_keys=True, separators=(",", ":")
         )

@@ -19,16 +19,15 @@ import pybase64
 
 from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
 from protocol.messages import (
-    DEFAULT_PAGE_COUNT,
-    MAX_OFFSET,
-    MAX_PAGE_COUNT,
     AudioType,
     CreateSession,
     CreateSessionResponse,
     OfficialTag,
     Page,
+    PageQuery,
     PredictRequest,
     PredictResponse,
+    ResultsQuery,
     Sense,
     SenseEvent,
     SessionRefs,
@@ -39,7 +38,7 @@ from protocol.messages import (
 )
 from protocol.states import SessionState
 from protocol.tokens import InvalidToken, PageCursor, TokenCodec
-from protocol.wire import to_wire
+from protocol.wire import parse_query, to_wire
 from server.audio import ContentTypeError, parse_content_type
 from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
@@ -54,7 +53,7 @@ from server.store import ResultRow, Store, StoreThread
 from server.tagging import OTHERS
 from server.webhooks import WebhookDispatcher
 
-__all__ = ["SessionService", "int_param"]
+__all__ = ["SessionService"]
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +75,6 @@ class CreatedSession:
                 self.window_hop_s,
             )
         )
-
-
-def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}")
-    return value
 
 
 def decode_chunk_data(data: bytes | str, max_bytes: int) -> bytes:
@@ -237,7 +223,7 @@ class SessionService:
         """The tags results may carry. No key needed (Cochl's SDK sends none); a key that is
         sent must be valid, and the call counts against its request rate."""
         if key is not None:
-            self._rate_check(self._keys.authenticate(key).key_id)
+            self.rate_check(self._keys.authenticate(key).key_id)
         return list(self._official_tags)
 
     def authorized(self, session_id: str, key: str | None) -> Session:
@@ -259,10 +245,11 @@ class SessionService:
                 raise NotFound("session does not exist or has been deleted")
         elif caller.key_id != session.key_id:
             raise NotFound("session does not exist or has been deleted")
-        self._rate_check(session.key_id)
+        self.rate_check(session.key_id)
         return session
 
-    def _rate_check(self, key_id: int) -> None:
+    def rate_check(self, key_id: int) -> None:
+        """429 when the key has spent its request budget (shared by every API the key calls)."""
         try:
             self._limiter.check(key_id)
         except TooManyRequests:
@@ -288,7 +275,7 @@ class SessionService:
         if key is None:
             raise Unauthorized("an API key is required to create a session (x-api-key header)")
         caller = self._keys.authenticate(key)
-        self._rate_check(caller.key_id)
+        self.rate_check(caller.key_id)
         params = CreateSession.from_body(body)
         if self._open_by_key.get(caller.key_id, 0) >= self._settings.max_sessions_per_key:
             self._metrics.rejected.labels("sessions_per_key").inc()
@@ -433,8 +420,8 @@ class SessionService:
                 raise BadRequest("next_token was issued for this session's events, not its status")
             offset, count = cursor.next_index, cursor.count
         else:
-            offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
-            count = int_param(query, "count", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+            page = parse_query(PageQuery, query)
+            offset, count = page.offset, page.count
         if wait:
             await self._wait_for_results(session, offset)
         rows = await self._read_results(session_id, offset, count)
@@ -445,8 +432,8 @@ class SessionService:
     ) -> dict[str, Any]:
         """Newer Cochl clients' ``/results``: a flat page with a coarse inference state."""
         session = self._session(session_id, key)
-        offset = int_param(query, "offset", 0, 0, MAX_OFFSET)
-        limit = int_param(query, "limit", DEFAULT_PAGE_COUNT, 1, MAX_PAGE_COUNT)
+        wanted = parse_query(ResultsQuery, query)
+        offset, limit = wanted.offset, wanted.limit
         rows = await self._read_results(session_id, offset, limit)
         if session.error is not None:
             state = "error"

@@ -177,3 +177,14 @@ def test_reader_kinds_interleave() -> None:
     assert reader_kinds(3, 0.0) == ["poll"] * 3 and reader_kinds(3, 1.0) == ["sse"] * 3
     assert reader_kinds(200, 0.5).count("sse") == 100
     assert reader_kinds(9, 1 / 3).count("sse") == 3
+
+
+def test_wire_cost_harness_runs_and_agrees_with_its_baseline(tmp_path: Path) -> None:
+    """The harness checks that ``to_wire`` writes the body its hand-built baseline does."""
+    from benchmarks import wire_cost
+
+    out = tmp_path / "wire.json"
+    assert wire_cost.main(["--windows", "3", "--runs", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["figures"]) >= {"status_by_hand", "status_to_wire", "chunk_1mib_parse"}
+    assert report["machine"] and report["to_wire_over_by_hand"] > 0

@@ -416,3 +416,22 @@ async def test_a_job_that_keeps_killing_its_worker_is_failed(
     await repository.create(_record("poison", TEAM, SPEECH, PENDING, attempts=MAX_ATTEMPTS))
     job = await finished(jobs_client, api_key, "poison")
     assert job["status"] == "failed" and "stopped 3 times" in job["error"], job
+
+
+async def test_a_team_may_have_at_most_so_many_unfinished_jobs(tmp_path: Any) -> None:
+    """The quota is checked in the INSERT itself, so two processes cannot both pass it."""
+    from server.store import Store, StoreThread
+
+    store = StoreThread(Store(tmp_path / "tympan.db", fsync=False))
+    try:
+        repository = SqliteJobRepository(store)
+        await repository.prepare()
+        assert await repository.create(_record("a", TEAM, SPEECH, PENDING), max_unfinished=2)
+        assert await repository.create(_record("b", TEAM, SPEECH, RUNNING), max_unfinished=2)
+        assert not await repository.create(_record("c", TEAM, SPEECH, PENDING), max_unfinished=2)
+        assert await repository.get(TEAM, "c") is None
+        assert await repository.create(_record("d", "other", SPEECH, PENDING), max_unfinished=2)
+        assert await repository.create(_record("e", TEAM, SPEECH, SUCCEEDED), max_unfinished=9)
+        assert await repository.create(_record("f", TEAM, SPEECH, PENDING))  # no quota
+    finally:
+        store.close()

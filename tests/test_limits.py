@@ -186,3 +186,20 @@ async def test_metrics_exposition(api: Api) -> None:
     checks = (await ready.json())["variant_checks"]
     assert checks[served[1]]["ok"] is True and checks[served[1]]["windows"] >= 700
     assert session_id not in text
+
+
+async def test_the_media_and_jobs_routes_spend_the_same_per_key_budget(
+    aiohttp_client, settings, api_key, other_key
+) -> None:  # type: ignore[no-untyped-def]
+    api = await make_api(
+        aiohttp_client, settings, api_key, rate_limit_per_key=0.001, rate_limit_burst=3.0
+    )
+    headers = {"x-api-key": api_key}
+    statuses = [(await api.client.get("/v1/test", headers=headers)).status for _ in range(2)]
+    statuses.append((await api.client.get("/v1/jobs", headers=headers)).status)
+    refused = await api.client.post("/v1/media/input", headers=headers, json={"url": "media://a"})
+    assert statuses == [200, 200, 200] and refused.status == 429, statuses
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await refused.json())["status_code"] == 429
+    other = await api.client.get("/v1/test", headers={"x-api-key": other_key})
+    assert other.status == 200  # another key has its own budget

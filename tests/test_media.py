@@ -22,7 +22,9 @@ from server.app import create_app
 from server.appkeys import MEDIA
 from server.config import ConfigError, Settings
 from server.media.grants import UploadGrant
+from server.media.repository import MediaRecord, SqliteMediaRepository
 from server.storage.local import INCOMING_DIR
+from server.store import Store, StoreThread
 from tests.seaweedfs import SeaweedFS
 
 AUDIO = os.urandom(300_000)
@@ -416,3 +418,77 @@ async def test_upload_urls_use_the_public_url_when_set(
     # the path is the server's own: through the proxy it reaches the same route
     await put_bytes(client, str(client.make_url(urlsplit(url).path)), b"RIFF" + bytes(100))
     assert (await describe(client, api_key, "proxied.wav"))["size_bytes"] == 104
+
+
+class _PausedDeletes:
+    """The real blob store, with each ``delete`` held until the test lets it go: the moment a
+    sweeper has marked an expired row and is about to remove its bytes."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def delete(self, key: str) -> None:
+        self.entered.set()
+        await self.go.wait()
+        await self._store.delete(key)
+
+
+async def test_a_reupload_racing_the_sweeper_is_never_acknowledged_and_lost(
+    aiohttp_client: Callable[..., Any], settings: Settings, api_key: str
+) -> None:
+    """The sweeper removes an expired object while the same key is uploaded again, the new
+    bytes landing between its row mark and its delete: the upload must not answer 200 for
+    bytes the sweeper then removed. It answers 503 (upload again), and the retry is kept."""
+    client = await aiohttp_client(create_app(settings.replace(media_retention_s=60.0)))
+    media = client.server.app[MEDIA]
+    await put_bytes(client, await presign(client, api_key, "race.wav"), b"old bytes")
+    info = await describe(client, api_key, "race.wav")
+    later_s = datetime.fromisoformat(info["expires_at"]).timestamp() + 1
+    [blob_key] = [item.key async for item in media._blobs.list_blobs("")]
+    paused = _PausedDeletes(media._blobs)
+    media._blobs = paused
+    sweep = asyncio.create_task(media.sweep(now_s=later_s))
+    await asyncio.wait_for(paused.entered.wait(), 10)  # row marked, bytes about to go
+    url = await presign(client, api_key, "race.wav")
+    upload = asyncio.create_task(put_bytes(client, url, b"new bytes!", expect=503))
+    for _ in range(1000):  # until the new bytes are published (the upload then waits)
+        stat = await paused.stat(blob_key)
+        if stat is not None and stat.size_bytes == len(b"new bytes!"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the upload never published its bytes")
+    assert not upload.done()  # it waits for the sweeper's mark to go
+    paused.go.set()
+    assert await asyncio.wait_for(sweep, 10) == 1
+    body = await asyncio.wait_for(upload, 10)
+    assert body["status_code"] == 503 and "upload it again" in body["error"]
+    await describe(client, api_key, "race.wav", expect=404)  # no row without bytes
+    await put_bytes(client, await presign(client, api_key, "race.wav"), b"new bytes!")
+    assert (await describe(client, api_key, "race.wav"))["size_bytes"] == len(b"new bytes!")
+
+
+async def test_a_media_table_from_before_the_removal_mark_is_migrated(tmp_path: Path) -> None:
+    store = StoreThread(Store(tmp_path / "tympan.db", fsync=False))
+    try:
+        await store.write(
+            lambda s: s.execute(
+                "CREATE TABLE media (team TEXT NOT NULL, object_key TEXT NOT NULL, "
+                "size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, created_at REAL NOT NULL, "
+                "expires_at REAL NOT NULL, PRIMARY KEY (team, object_key)) WITHOUT ROWID"
+            )
+        )
+        repository = SqliteMediaRepository(store)
+        await repository.prepare()
+        record = MediaRecord("t", "k.wav", 3, "ab", 1.0, 2.0)
+        assert await repository.save(record, now_s=5.0, stale_s=60.0)
+        assert await repository.mark_deleting(record, now_s=5.0, stale_s=60.0)
+        assert not await repository.save(record, now_s=6.0, stale_s=60.0)  # being removed
+        assert await repository.save(record, now_s=70.0, stale_s=60.0)  # that sweeper died
+    finally:
+        store.close()

@@ -25,14 +25,13 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from protocol.media_openapi import media_openapi_document
-from protocol.messages import parse_window_hop
+from protocol.messages import DEFAULT_PAGE_COUNT, MAX_PAGE_COUNT, parse_window_hop
 from protocol.openapi import openapi_document
 from server.app import create_app
 from server.appkeys import EVENTS, SERVICE
 from server.audio import RAW_SAMPLE_FORMATS, formats
 from server.audio.pcm import RAW_SAMPLE_FORMAT_ALIASES
 from server.config import Settings
-from server.service import DEFAULT_PAGE_COUNT, MAX_PAGE_COUNT
 from tests.conftest import RAW_S16, b64, s16, tone
 
 BASE = "/api/v1"

@@ -14,13 +14,15 @@ import pytest
 from protocol.audio_files_openapi import audio_files_openapi_document
 from protocol.errors import BadRequest
 from protocol.events import EventParams, EventsPage, EventsPageInfo, SoundEvent
-from protocol.jobs import Job, JobEvent, SoundEventsInput, SoundEventsOutput
+from protocol.jobs import Job, JobEvent, JobsQuery, SoundEventsInput, SoundEventsOutput
 from protocol.media import MediaObject
 from protocol.media_openapi import media_openapi_document
 from protocol.messages import (
+    DEFAULT_PAGE_COUNT,
     MAX_PAGE_COUNT,
     CreateSession,
     Page,
+    PageQuery,
     Sense,
     SenseEvent,
     SenseEventTag,
@@ -30,7 +32,7 @@ from protocol.messages import (
 )
 from protocol.openapi import openapi_document
 from protocol.states import SessionState
-from protocol.wire import from_wire, parse, to_wire
+from protocol.wire import from_wire, parse, parse_query, query_parameters, to_wire
 
 DOCUMENTS = {
     "session": openapi_document(),
@@ -198,3 +200,24 @@ def test_requests_keep_their_lenient_spellings() -> None:
     job = parse(SoundEventsInput, {"url": "media://a/b.wav", "events": {"threshold": "0.4"}})
     assert job.object_key == "a/b.wav" and job.events.threshold == 0.4
     assert SoundEventsInput.from_body(job.to_dict()) == job
+
+
+def test_query_types_read_text_and_document_themselves() -> None:
+    assert parse_query(PageQuery, {"offset": "5", "count": ""}) == PageQuery(5, DEFAULT_PAGE_COUNT)
+    for query, message in [
+        ({"offset": "x"}, "offset must be an integer"),
+        ({"offset": "-1"}, "offset must be between 0 and"),
+        ({"count": "0"}, f"count must be between 1 and {MAX_PAGE_COUNT}"),
+        ({"take": "1000"}, "take must be an integer from 1 to"),
+    ]:
+        kind = JobsQuery if "take" in query else PageQuery
+        with pytest.raises(BadRequest, match=message):
+            parse_query(kind, query)
+    offset, count = query_parameters(PageQuery)
+    assert offset["name"] == "offset" and offset["schema"]["format"] == "int64"
+    assert count["schema"] == {
+        "default": DEFAULT_PAGE_COUNT,
+        "maximum": MAX_PAGE_COUNT,
+        "minimum": 1,
+        "type": "integer",
+    }

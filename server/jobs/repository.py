@@ -50,7 +50,11 @@ class JobRepository(Protocol):
         """Create the tables; idempotent."""
         ...
 
-    async def create(self, record: JobRecord) -> None: ...
+    async def create(self, record: JobRecord, *, max_unfinished: int | None = None) -> bool:
+        """Insert the job; with ``max_unfinished``, only while the team has fewer unfinished
+        (created, pending, running) jobs, checked in the same statement. Whether it was
+        inserted."""
+        ...
 
     async def get(self, team: str, job_id: str) -> JobRecord | None: ...
 
@@ -182,7 +186,7 @@ class SqliteJobRepository:
 
         await self._store.write(create)
 
-    async def create(self, record: JobRecord) -> None:
+    async def create(self, record: JobRecord, *, max_unfinished: int | None = None) -> bool:
         values = (
             record.job_id,
             record.team,
@@ -203,11 +207,17 @@ class SqliteJobRepository:
             int(record.webhook_pending),
         )
         placeholders = ", ".join("?" * len(values))
-        await self._store.write(
-            lambda store: store.execute(
-                f"INSERT INTO jobs({_COLUMNS}) VALUES ({placeholders})", values
+        limit = 2**62 if max_unfinished is None else max_unfinished
+
+        def write(store: Store) -> bool:
+            cursor = store.execute(
+                f"INSERT INTO jobs({_COLUMNS}) SELECT {placeholders} WHERE (SELECT COUNT(*) "
+                "FROM jobs WHERE team = ? AND status IN (?, ?, ?)) < ?",
+                (*values, record.team, CREATED, PENDING, RUNNING, limit),
             )
-        )
+            return cursor.rowcount > 0
+
+        return await self._store.write(write)
 
     async def get(self, team: str, job_id: str) -> JobRecord | None:
         def read(store: Store) -> JobRecord | None:

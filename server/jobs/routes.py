@@ -27,9 +27,7 @@ async def create_sound_events(request: web.Request) -> web.Response:
 
 @job_routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    page = await request.app[JOBS].page(
-        presented_key(request.headers), request.query.get("take"), request.query.get("skip")
-    )
+    page = await request.app[JOBS].page(presented_key(request.headers), request.query)
     return json_response(request, page)
 
 

@@ -7,24 +7,22 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.errors import BadRequest, NotFound
+from protocol.errors import NotFound, TooManyRequests
 from protocol.jobs import (
     JOB_HOP_S,
-    JOB_PAGE_DEFAULT,
-    JOB_PAGE_MAX,
-    JOB_SKIP_MAX,
     PENDING,
     SOUND_EVENTS,
     JobCreated,
     JobPage,
+    JobsQuery,
     JobView,
     SoundEventsInput,
     WebhookSecret,
 )
-from protocol.wire import to_wire
+from protocol.wire import parse_query, to_wire
 from server.event_log import rules_for
 from server.jobs.repository import JobRecord, JobRepository
 from server.jobs.webhooks import team_webhook_secret
@@ -54,18 +52,6 @@ def view(record: JobRecord, now_s: float | None = None) -> JobView:
     )
 
 
-def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}")
-    return value
-
-
 class JobService:
     def __init__(
         self,
@@ -77,7 +63,9 @@ class JobService:
         on_created: Callable[[], None],
         on_canceled: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        max_unfinished: int | None = None,
     ) -> None:
+        """``max_unfinished``: the most unfinished jobs a key may have (None: no limit)."""
         self._media = media
         self._repository = repository
         self._tagger = tagger
@@ -86,6 +74,7 @@ class JobService:
         self._on_created = on_created
         self._on_canceled = on_canceled
         self._clock = clock
+        self._max_unfinished = max_unfinished
 
     def _team(self, key: str | None) -> str:
         return str(self._media.authenticate(key).key_id)
@@ -105,7 +94,12 @@ class JobService:
         record = JobRecord(
             str(uuid.uuid4()), team, SOUND_EVENTS, params.to_dict(), PENDING, 0.0, now_s, now_s
         )
-        await self._repository.create(record)
+        if not await self._repository.create(record, max_unfinished=self._max_unfinished):
+            raise TooManyRequests(
+                f"this key already has {self._max_unfinished} unfinished jobs "
+                "(TYMPAN_MAX_UNFINISHED_JOBS_PER_KEY): wait for some to finish, or cancel them",
+                headers={"Retry-After": "10"},
+            )
         self._on_created()
         return to_wire(JobCreated(record.job_id, PENDING))
 
@@ -115,14 +109,17 @@ class JobService:
             raise NotFound("no job with this id")
         return view(record, self._clock()).to_dict()
 
-    async def page(self, key: str | None, take: str | None, skip: str | None) -> dict[str, Any]:
+    async def page(self, key: str | None, query: Mapping[str, str]) -> dict[str, Any]:
         team = self._team(key)
-        count = _int_param(take, "take", JOB_PAGE_DEFAULT, 1, JOB_PAGE_MAX)
-        offset = _int_param(skip, "skip", 0, 0, JOB_SKIP_MAX)
-        records = await self._repository.page(team, count, offset)
+        wanted = parse_query(JobsQuery, query)
+        records = await self._repository.page(team, wanted.take, wanted.skip)
         now_s = self._clock()
         return to_wire(
-            JobPage(tuple(view(record, now_s) for record in records), take=count, skip=offset)
+            JobPage(
+                tuple(view(record, now_s) for record in records),
+                take=wanted.take,
+                skip=wanted.skip,
+            )
         )
 
     async def cancel(self, key: str | None, job_id: str) -> dict[str, Any]:

@@ -2,9 +2,17 @@
 
 ``MediaRepository`` is what callers hold; ``SqliteMediaRepository`` keeps the rows in the
 server's SQLite database, through the store thread (group commit, one writer). A PostgreSQL
-implementation would keep the same contract: ``save`` is an upsert keyed by (team, object key),
-``delete_if_unchanged`` a conditional delete, so two processes sweeping at once remove each row
-once. Expiry lives in the rows, so the sweeper picks up where it left off after a restart.
+implementation would keep the same contract: ``save`` is a conditional upsert keyed by (team,
+object key), ``mark_deleting`` and ``finish_deleting`` conditional updates, so two processes
+sweeping at once remove each row once. Expiry lives in the rows, so the sweeper picks up where it
+left off after a restart.
+
+Removing an expired object is three steps, so that a new upload of the same key racing the
+sweeper is never acknowledged and then lost: the sweeper marks the row (``deleting_since``),
+deletes the bytes, then deletes the row. ``save`` does not replace a marked row, so a new upload
+waits until the sweeper is done and only then looks at its bytes: present, it is acknowledged;
+removed by the sweeper, it is refused (503, upload again). A mark older than ``stale_s`` is a
+sweeper that died; ``save`` and the next sweep may take the row over.
 """
 
 from __future__ import annotations
@@ -32,8 +40,23 @@ class MediaRepository(Protocol):
         """Create what the repository needs (tables); idempotent."""
         ...
 
-    async def save(self, record: MediaRecord) -> None:
-        """Insert, or replace the record with the same team and object key."""
+    async def save(self, record: MediaRecord, *, now_s: float, stale_s: float) -> bool:
+        """Insert, or replace the record with the same team and object key unless the sweeper
+        is removing it (marked less than ``stale_s`` ago); whether it was saved."""
+        ...
+
+    async def mark_deleting(self, record: MediaRecord, *, now_s: float, stale_s: float) -> bool:
+        """Mark the row for removal if it is still the one given and nobody else (alive) is
+        removing it; whether it was marked."""
+        ...
+
+    async def finish_deleting(self, record: MediaRecord) -> bool:
+        """Remove the marked row (its bytes are gone); whether it was still there."""
+        ...
+
+    async def claim_unrecorded(self, record: MediaRecord, *, now_s: float) -> bool:
+        """Insert ``record`` already marked for removal, for bytes that have no row; whether
+        it was inserted (not when a row exists: an upload recorded them meanwhile)."""
         ...
 
     async def get(self, team: str, object_key: str) -> MediaRecord | None: ...
@@ -60,6 +83,7 @@ CREATE TABLE IF NOT EXISTS media (
     sha256 TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
+    deleting_since REAL,
     PRIMARY KEY (team, object_key)
 ) WITHOUT ROWID
 """
@@ -82,10 +106,13 @@ class SqliteMediaRepository:
         def create(store: Store) -> None:
             store.execute(_TABLE)
             store.execute(_INDEX)
+            columns = {row[1] for row in store.execute("PRAGMA table_info(media)").fetchall()}
+            if "deleting_since" not in columns:  # a database from before the mark
+                store.execute("ALTER TABLE media ADD COLUMN deleting_since REAL")
 
         await self._store.write(create)
 
-    async def save(self, record: MediaRecord) -> None:
+    async def save(self, record: MediaRecord, *, now_s: float, stale_s: float) -> bool:
         values = (
             record.team,
             record.object_key,
@@ -93,12 +120,72 @@ class SqliteMediaRepository:
             record.sha256,
             record.created_at_s,
             record.expires_at_s,
+            now_s - stale_s,
         )
-        await self._store.write(
-            lambda store: store.execute(
-                f"INSERT OR REPLACE INTO media({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", values
+
+        def write(store: Store) -> bool:
+            cursor = store.execute(
+                f"INSERT INTO media({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(team, object_key) DO UPDATE SET size_bytes = excluded.size_bytes, "
+                "sha256 = excluded.sha256, created_at = excluded.created_at, "
+                "expires_at = excluded.expires_at, deleting_since = NULL "
+                "WHERE deleting_since IS NULL OR deleting_since < ?",
+                values,
             )
+            return cursor.rowcount > 0
+
+        return await self._store.write(write)
+
+    async def mark_deleting(self, record: MediaRecord, *, now_s: float, stale_s: float) -> bool:
+        def write(store: Store) -> bool:
+            cursor = store.execute(
+                "UPDATE media SET deleting_since = ? WHERE team = ? AND object_key = ? "
+                "AND created_at = ? AND sha256 = ? "
+                "AND (deleting_since IS NULL OR deleting_since < ?)",
+                (
+                    now_s,
+                    record.team,
+                    record.object_key,
+                    record.created_at_s,
+                    record.sha256,
+                    now_s - stale_s,
+                ),
+            )
+            return cursor.rowcount > 0
+
+        return await self._store.write(write)
+
+    async def claim_unrecorded(self, record: MediaRecord, *, now_s: float) -> bool:
+        values = (
+            record.team,
+            record.object_key,
+            record.size_bytes,
+            record.sha256,
+            record.created_at_s,
+            record.expires_at_s,
+            now_s,
         )
+
+        def write(store: Store) -> bool:
+            cursor = store.execute(
+                f"INSERT INTO media({_COLUMNS}, deleting_since) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(team, object_key) DO NOTHING",
+                values,
+            )
+            return cursor.rowcount > 0
+
+        return await self._store.write(write)
+
+    async def finish_deleting(self, record: MediaRecord) -> bool:
+        def write(store: Store) -> bool:
+            cursor = store.execute(
+                "DELETE FROM media WHERE team = ? AND object_key = ? AND created_at = ? "
+                "AND sha256 = ? AND deleting_since IS NOT NULL",
+                (record.team, record.object_key, record.created_at_s, record.sha256),
+            )
+            return cursor.rowcount > 0
+
+        return await self._store.write(write)
 
     async def get(self, team: str, object_key: str) -> MediaRecord | None:
         def read(store: Store) -> MediaRecord | None:

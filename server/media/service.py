@@ -13,7 +13,14 @@ import math
 import time
 from collections.abc import AsyncIterable, Callable
 
-from protocol.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unauthorized
+from protocol.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from protocol.media import (
     MAX_OBJECT_KEY_CHARS,
     OBJECT_KEY_RULES,
@@ -42,6 +49,9 @@ log = logging.getLogger(__name__)
 UPLOAD_ROUTE = "/v1/media/upload/"
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
 _SWEEP_BATCH = 100
+# A removal mark older than this is a sweeper that died mid-way: it may be taken over.
+DELETE_STALE_S = 60.0
+_SAVE_RETRY_S = 0.05
 
 
 def _object_key(raw: str) -> str:
@@ -62,8 +72,11 @@ class MediaService:
         repository: MediaRepository,
         signer: UploadSigner,
         clock: Callable[[], float] = time.time,
+        rate_check: Callable[[int], None] = lambda key_id: None,
     ) -> None:
+        """``rate_check``: the per-key request budget the session API spends too."""
         self._settings = settings
+        self._rate_check = rate_check
         self._keys = keys
         self._blobs = blobs
         self._repository = repository
@@ -77,7 +90,9 @@ class MediaService:
     def authenticate(self, key: str | None) -> Caller:
         if key is None:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>, or x-api-key)")
-        return self._keys.authenticate(key)
+        caller = self._keys.authenticate(key)
+        self._rate_check(caller.key_id)
+        return caller
 
     def _team(self, key: str | None) -> str:
         return str(self.authenticate(key).key_id)
@@ -128,8 +143,23 @@ class MediaService:
             now_s,
             now_s + self._settings.media_retention_s,
         )
-        await self._repository.save(record)
+        await self._save_after_any_removal(record)
+        current = await self._blobs.stat(info.key)
+        if current is None or current.created_at != info.created_at:
+            # The sweeper was removing the expired object this upload replaces and took the
+            # new bytes with it (or another upload replaced them): never acknowledge that.
+            await self._repository.delete_if_unchanged(record)
+            raise ServiceUnavailable(
+                "the upload crossed the removal of the expired object it replaces; upload it again",
+                headers={"Retry-After": "1"},
+            )
         return _wire(record)
+
+    async def _save_after_any_removal(self, record: MediaRecord) -> None:
+        """Save the record once no sweeper is removing the row it replaces (see the
+        repository's docstring); a dead sweeper's mark goes stale after ``DELETE_STALE_S``."""
+        while not await self._repository.save(record, now_s=self._clock(), stale_s=DELETE_STALE_S):
+            await asyncio.sleep(_SAVE_RETRY_S)
 
     @staticmethod
     def _too_large(grant: UploadGrant) -> str:
@@ -167,7 +197,8 @@ class MediaService:
             created_at_s,
             created_at_s + self._settings.media_retention_s,
         )
-        await self._repository.save(record)
+        if not await self._repository.save(record, now_s=self._clock(), stale_s=DELETE_STALE_S):
+            return None  # being removed by the sweeper
         return record
 
     async def delete(self, key: str | None, raw_object_key: str) -> None:
@@ -185,10 +216,7 @@ class MediaService:
         removed = 0
         while batch := await self._repository.expired(now_s, _SWEEP_BATCH):
             for record in batch:
-                # The record first: if a new upload replaced it meanwhile, its bytes stay.
-                if await self._repository.delete_if_unchanged(record):
-                    await self._blobs.delete(team_key(record.team, record.object_key))
-                    removed += 1
+                removed += await self._remove(record, now_s)
             if len(batch) < _SWEEP_BATCH:
                 break
         return removed + await self._sweep_unrecorded(now_s)
@@ -203,12 +231,28 @@ class MediaService:
                 continue
             team, _, object_key = info.key.removeprefix(TEAMS_PREFIX).partition("/")
             record = await self._repository.get(team, object_key)
-            if record is None or record.expires_at_s <= now_s:
-                await self._blobs.delete(info.key)
-                if record is not None:
-                    await self._repository.delete_if_unchanged(record)
-                removed += 1
+            if record is not None:
+                if record.expires_at_s <= now_s:
+                    removed += await self._remove(record, now_s)
+                continue
+            # No row: claim the key with a marked one, so an upload finishing meanwhile waits.
+            tombstone = MediaRecord(team, object_key, info.size_bytes, "", 0.0, 0.0)
+            if await self._repository.claim_unrecorded(tombstone, now_s=now_s):
+                current = await self._blobs.stat(info.key)
+                if current is not None and current.created_at == info.created_at:
+                    await self._blobs.delete(info.key)
+                    removed += 1
+                await self._repository.finish_deleting(tombstone)
         return removed
+
+    async def _remove(self, record: MediaRecord, now_s: float) -> int:
+        """Mark the row, remove the bytes, remove the row: an upload of the same key that
+        finishes meanwhile waits for the mark to go (see the repository's docstring)."""
+        if not await self._repository.mark_deleting(record, now_s=now_s, stale_s=DELETE_STALE_S):
+            return 0  # replaced by a new upload, or another sweeper is on it
+        await self._blobs.delete(team_key(record.team, record.object_key))
+        await self._repository.finish_deleting(record)
+        return 1
 
     async def run_sweeper(self, interval_s: float) -> None:
         while True:
