@@ -22,6 +22,7 @@ from protocol.media import Timestamp
 from protocol.wire import REQUEST, RESPONSE, reworded
 
 __all__ = [
+    "AUDIO_OFFSET_MAX",
     "AUDIO_PAGE_DEFAULT",
     "AUDIO_PAGE_MAX",
     "FILENAME_PATTERN",
@@ -29,6 +30,7 @@ __all__ = [
     "AudioConfirm",
     "AudioFile",
     "AudioFilePage",
+    "AudioFilesQuery",
     "AudioUploadRequest",
     "AudioUploadUrl",
     "ProcessingStatus",
@@ -36,6 +38,7 @@ __all__ = [
 
 AUDIO_PAGE_DEFAULT = 50
 AUDIO_PAGE_MAX = 200
+AUDIO_OFFSET_MAX = 2**31 - 1
 MAX_FILENAME_CHARS = 255
 # A file's own name, never a path: no '/', no '\', no control characters. (It is only shown
 # back: storage keys are made from the audio id, never from the name.)
@@ -100,6 +103,24 @@ class AudioConfirm:
         Field(min_length=1, max_length=64),
         reworded("must be the audio_id that upload-url answered"),
     ]
+
+
+@dataclass(frozen=True)
+class AudioFilesQuery:
+    """``GET .../audio?limit=&offset=``."""
+
+    __pydantic_config__ = REQUEST
+
+    limit: Annotated[
+        int,
+        Field(ge=1, le=AUDIO_PAGE_MAX, description="Most files to return."),
+        reworded(f"must be an integer from 1 to {AUDIO_PAGE_MAX}"),
+    ] = AUDIO_PAGE_DEFAULT
+    offset: Annotated[
+        int,
+        Field(ge=0, le=AUDIO_OFFSET_MAX, description="How many files to skip, oldest first."),
+        reworded(f"must be an integer from 0 to {AUDIO_OFFSET_MAX}"),
+    ] = 0
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.audio_files import (
-    AUDIO_PAGE_DEFAULT,
-    AUDIO_PAGE_MAX,
     AudioConfirm,
     AudioFile,
     AudioFilePage,
+    AudioFilesQuery,
     AudioUploadRequest,
     AudioUploadUrl,
 )
 from protocol.errors import GenericError
-from protocol.wire import schema_ref, schemas
+from protocol.wire import query_parameters, schema_ref, schemas
 
 __all__ = ["audio_files_openapi_document", "audio_files_paths", "audio_files_schemas"]
 
@@ -58,11 +57,6 @@ def _body(kind: type[Any]) -> Schema:
 
 def _path_id(name: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _query_int(name: str, low: int, high: int, default: int) -> Schema:
-    schema = {"type": "integer", "minimum": low, "maximum": high, "default": default}
-    return {"name": name, "in": "query", "schema": schema}
 
 
 def audio_files_paths() -> dict[str, Schema]:
@@ -109,10 +103,7 @@ def audio_files_paths() -> dict[str, Schema]:
                 "tags": tags,
                 "summary": "The dataset's audio files, oldest first",
                 "security": _SECURITY,
-                "parameters": [
-                    _query_int("limit", 1, AUDIO_PAGE_MAX, AUDIO_PAGE_DEFAULT),
-                    _query_int("offset", 0, 2**31 - 1, 0),
-                ],
+                "parameters": query_parameters(AudioFilesQuery),
                 "responses": {
                     "200": _json("A page of files.", schema_ref(AudioFilePage)),
                     **_errors(400, 401, 404, 500),

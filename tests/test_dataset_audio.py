@@ -258,3 +258,18 @@ async def test_list_pages_and_delete_removes_row_and_blobs(
         await audio.get(audio_id, expect=404)
     assert stored_files(audio_settings.data_dir / "blobs") == []
     assert (await audio.call("GET", "", 200))["total"] == 0
+
+
+async def test_the_audio_routes_spend_the_per_key_request_budget(
+    aiohttp_client: Callable[..., Any], audio_settings: Settings, api_key: str, other_key: str
+) -> None:
+    client = await aiohttp_client(
+        create_app(audio_settings.replace(rate_limit_per_key=0.001, rate_limit_burst=3.0))
+    )
+    audio = Audio(client, api_key, await make_dataset(client, api_key))
+    await audio.call("GET", "", 200)
+    await audio.upload_url(b"xx")
+    await audio.get(str(uuid.uuid4()), expect=404)
+    refused = await audio.call("GET", "", 429)
+    assert refused["status_code"] == 429
+    await Audio(client, other_key, audio.dataset_id).call("GET", "", 404)  # its own budget

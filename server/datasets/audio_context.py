@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from models.yamnet.spec import WEIGHTS_DIR
-from server.appkeys import BLOBS, KEYS, SETTINGS, STORE
+from server.appkeys import BLOBS, KEYS, SERVICE, SETTINGS, STORE
 from server.audio import DecodeLimits
 from server.datasets.audio_processing import AudioProcessor
 from server.datasets.audio_routes import AUDIO_FILES
@@ -53,6 +53,7 @@ async def audio_files_context(app: web.Application) -> AsyncIterator[None]:
         audio,
         PostPolicySigner(secret),
         on_confirmed=processor.wake,
+        rate_check=app[SERVICE].rate_check,
     )
     await processor.recover()
     processor.start()

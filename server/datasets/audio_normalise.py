@@ -77,30 +77,52 @@ class Normalised:
         return self.samples * 1000 // FRONTEND.sample_rate_hz
 
 
-class Normaliser:
-    def __init__(
-        self, fmt: AudioFormat, limits: DecodeLimits, work_dir: Path, embed: Embed | None = None
-    ) -> None:
-        self._fmt = fmt
-        self._limits = limits
-        self._dir = Path(tempfile.mkdtemp(prefix="audio-", dir=work_dir))
-        self._decoder = StreamDecoder(fmt, limits)
-        self._frontend = StreamingLogMel(FRONTEND)
-        self._wav = sf.SoundFile(
-            self._dir / "audio.wav",
+class _Outputs:
+    """The temporary files of one normalisation, opened by the first write."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="audio-", dir=work_dir))
+        self.wav_path = self.dir / "audio.wav"
+        self.wav = sf.SoundFile(
+            self.wav_path,
             "w",
             samplerate=FRONTEND.sample_rate_hz,
             channels=1,
             subtype="PCM_16",
             format="WAV",
         )
-        self._features = _NpyFile(self._dir / "log-mel.npy", FRONTEND.mel_bands)
+        self.features = _NpyFile(self.dir / "log-mel.npy", FRONTEND.mel_bands)
+        self.embeddings = _NpyFile(self.dir / "embeddings.npy", EMBEDDING_DIMS)
+
+    def close(self) -> None:
+        self.wav.close()
+        self.features.close()
+        self.embeddings.close()
+
+
+class Normaliser:
+    """Made on the event loop (it opens nothing), then used from one thread at a time: the
+    processor's. ``discard`` is queued behind any call still running there."""
+
+    def __init__(
+        self, fmt: AudioFormat, limits: DecodeLimits, work_dir: Path, embed: Embed | None = None
+    ) -> None:
+        self._fmt = fmt
+        self._limits = limits
+        self._work_dir = work_dir
+        self._out: _Outputs | None = None
+        self._decoder = StreamDecoder(fmt, limits)
+        self._frontend = StreamingLogMel(FRONTEND)
         self._embed = embed
-        self._embeddings = _NpyFile(self._dir / "embeddings.npy", EMBEDDING_DIMS)
         self._windower = PatchWindower(FRONTEND.hop_frames(EMBEDDING_HOP_S), FRONTEND)
         self._hop_samples = FRONTEND.hop_frames(EMBEDDING_HOP_S) * FRONTEND.stft_hop_samples
         self._patches: list[npt.NDArray[np.float32]] = []
         self._samples = 0
+
+    def _outputs(self) -> _Outputs:
+        if self._out is None:
+            self._out = _Outputs(self._work_dir)
+        return self._out
 
     def feed_chunk(self, data: bytes) -> None:
         """Decode one chunk of a streamable format (raises DecodeError, AudioLimitError)."""
@@ -115,32 +137,33 @@ class Normaliser:
     def finish(self, streamed: bool) -> Normalised:
         if streamed:
             self._push(self._decoder.flush())
-        self._wav.close()
-        frames = self._features.rows
-        features = self._features.finish()
+        out = self._outputs()
+        out.wav.close()
+        frames = out.features.rows
+        features = out.features.finish()
         embeddings = None
         if self._embed is not None:
             self._pad_tail()
             self._run_embeddings(force=True)
-            embeddings = self._embeddings.finish()
+            embeddings = out.embeddings.finish()
         else:
-            self._embeddings.close()
-        return Normalised(self._dir / "audio.wav", features, embeddings, self._samples, frames)
+            out.embeddings.close()
+        return Normalised(out.wav_path, features, embeddings, self._samples, frames)
 
     def discard(self) -> None:
         """Remove the temporary files, whatever state the normaliser is in."""
-        self._wav.close()
-        self._features.close()
-        self._embeddings.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._out is not None:
+            self._out.close()
+            shutil.rmtree(self._out.dir, ignore_errors=True)
 
     def _push(self, samples: npt.NDArray[np.float32]) -> None:
         if not samples.shape[0]:
             return
+        out = self._outputs()
         self._samples += int(samples.shape[0])
-        self._wav.write(samples)
+        out.wav.write(samples)
         frames = self._frontend.push(samples)
-        self._features.write(frames)
+        out.features.write(frames)
         self._window(frames)
 
     def _window(self, frames: npt.NDArray[np.float32]) -> None:
@@ -155,7 +178,7 @@ class Normaliser:
         if force or len(self._patches) >= _EMBED_BATCH_WINDOWS:
             batch = np.stack(self._patches).astype(np.float32, copy=False)
             self._patches = []
-            self._embeddings.write(self._embed(batch))
+            self._outputs().embeddings.write(self._embed(batch))
 
     def _pad_tail(self) -> None:
         """Zero samples up to the end of the window that holds the last sample (as YAMNet pads

@@ -128,7 +128,7 @@ class AudioProcessor:
                 await self._audio.transition(current.audio_id, ("processing",), back)
             except Exception:
                 log.exception("audio files: handing back %s failed", current.audio_id)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=True)  # queued discards still run
 
     async def _work(self) -> None:
         while True:
@@ -226,13 +226,15 @@ class AudioProcessor:
             result = await self._run(normaliser.finish, whole is None)
         except BaseException as exc:
             if normaliser is not None:
-                normaliser.discard()
+                # Behind whatever call of it still runs in the thread (a cancelled await does
+                # not stop the call itself).
+                self._executor.submit(normaliser.discard)
             failure = _failure(exc)
             if failure is None:
                 raise
             raise failure from None
         if result.samples == 0:
-            normaliser.discard()
+            await self._run(normaliser.discard)
             raise ProcessingFailed("empty: the file holds no audio samples")
         return result, source
 
@@ -243,7 +245,7 @@ class AudioProcessor:
                 f"not audio: the file is not in a supported format ({_SUPPORTED})"
             )
         fmt = parse_content_type(CONTAINER_MIMES[container])
-        normaliser = await self._run(Normaliser, fmt, self._limits, self._work_dir, self._embed)
+        normaliser = Normaliser(fmt, self._limits, self._work_dir, self._embed)
         return normaliser, [] if fmt.mime == MIME_MP4 else None
 
     async def _bounded(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

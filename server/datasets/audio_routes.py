@@ -53,8 +53,7 @@ async def list_audio(request: web.Request) -> web.Response:
     page = await request.app[AUDIO_FILES].page(
         presented_key(request.headers),
         request.match_info["dataset_id"],
-        request.query.get("limit"),
-        request.query.get("offset"),
+        request.query,
     )
     return json_response(request, to_wire(page))
 

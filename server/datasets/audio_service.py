@@ -11,19 +11,18 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from protocol.audio_files import (
-    AUDIO_PAGE_DEFAULT,
-    AUDIO_PAGE_MAX,
     AudioConfirm,
     AudioFile,
     AudioFilePage,
+    AudioFilesQuery,
     AudioUploadRequest,
     AudioUploadUrl,
 )
 from protocol.errors import BadRequest, Conflict, NotFound, Unauthorized
-from protocol.wire import parse
+from protocol.wire import parse, parse_query
 from server.auth import KeyDirectory
 from server.config import Settings
 from server.datasets.audio_keys import all_keys, upload_key
@@ -64,19 +63,6 @@ def audio_view(record: AudioFileRecord) -> AudioFile:
     )
 
 
-def _page_param(raw: str | None, name: str, default: int, high: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer 0..{high}, got {raw[:40]!r}") from None
-    low = 1 if name == "limit" else 0
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be {low}..{high}, got {value}")
-    return value
-
-
 class AudioFileService:
     def __init__(
         self,
@@ -88,7 +74,9 @@ class AudioFileService:
         signer: PostPolicySigner,
         on_confirmed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        rate_check: Callable[[int], None] = lambda key_id: None,
     ) -> None:
+        """``rate_check``: the per-key request budget the session API spends too."""
         self._settings = settings
         self._keys = keys
         self._blobs = blobs
@@ -97,6 +85,7 @@ class AudioFileService:
         self._signer = signer
         self._on_confirmed = on_confirmed
         self._clock = clock
+        self._rate_check = rate_check
 
     @property
     def signer(self) -> PostPolicySigner:
@@ -105,7 +94,9 @@ class AudioFileService:
     def _team(self, key: str | None) -> str:
         if key is None:
             raise Unauthorized("an API key is required (X-API-Key, or Authorization: Bearer)")
-        return str(self._keys.authenticate(key).key_id)
+        caller = self._keys.authenticate(key)
+        self._rate_check(caller.key_id)
+        return str(caller.key_id)
 
     async def _dataset(self, key: str | None, dataset_id: str) -> str:
         """The caller's team, once the dataset is known to be the team's."""
@@ -197,10 +188,10 @@ class AudioFileService:
         return audio_view(await self._record(key, dataset_id, audio_id))
 
     async def page(
-        self, key: str | None, dataset_id: str, raw_limit: str | None, raw_offset: str | None
+        self, key: str | None, dataset_id: str, query: Mapping[str, str]
     ) -> AudioFilePage:
-        limit = _page_param(raw_limit, "limit", AUDIO_PAGE_DEFAULT, AUDIO_PAGE_MAX)
-        offset = _page_param(raw_offset, "offset", 0, 2**31 - 1)
+        wanted = parse_query(AudioFilesQuery, query)
+        limit, offset = wanted.limit, wanted.offset
         team = await self._dataset(key, dataset_id)
         records, total = await self._audio.page(team, dataset_id, limit, offset)
         return AudioFilePage(tuple(audio_view(r) for r in records), total, limit, offset)
