@@ -22,10 +22,11 @@ from aiohttp.test_utils import TestClient
 from models.yamnet.embedding_meta import embedding_path
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
 from server.app import create_app
-from server.appkeys import BLOBS
+from server.appkeys import BLOBS, KEYS
 from server.audio.encode import encode_audio
 from server.config import Settings
 from server.datasets.audio_keys import EMBEDDINGS_NAME, FEATURES_NAME, NORMALISED_NAME, derived_key
+from server.datasets.audio_routes import AUDIO_FILES
 from server.runner import EmbeddingRunner
 from tests.dataset_audio import (
     RATE_HZ,
@@ -273,3 +274,16 @@ async def test_the_audio_routes_spend_the_per_key_request_budget(
     refused = await audio.call("GET", "", 429)
     assert refused["status_code"] == 429
     await Audio(client, other_key, audio.dataset_id).call("GET", "", 404)  # its own budget
+
+
+async def test_a_datasets_files_can_be_removed_in_one_call(
+    audio: Audio, audio_settings: Settings, api_key: str
+) -> None:
+    """What the dataset's own DELETE calls: rows and every blob of every file go."""
+    ids = [await audio.upload(tone_wav(0.2)) for _ in range(2)]
+    for audio_id in ids:
+        await audio.finished(audio_id)
+    team = str(audio.client.app[KEYS].authenticate(api_key).key_id)
+    assert await audio.client.app[AUDIO_FILES].remove_dataset(team, audio.dataset_id) == 2
+    assert (await audio.call("GET", "", 200))["total"] == 0
+    assert stored_files(audio_settings.data_dir / "blobs") == []

@@ -83,6 +83,10 @@ async def test_a_tampered_form_is_403_and_stores_nothing(
         assert body["error"], body
     assert stored_files(audio_settings.data_dir / "blobs") == []
     await audio.confirm(info["audio_id"], expect=409)
+    # Field names are read case-insensitively, as S3 reads them.
+    shouting = {**fields, "CONTENT-TYPE": fields["Content-Type"]}
+    del shouting["Content-Type"]
+    await audio.post_form(info, data, expect=403, fields={**shouting, "CONTENT-TYPE": "audio/ogg"})
     # Relay's curl sends only key, policy and signature: that is enough.
     minimal = {k: fields[k] for k in ("key", "policy", "x-amz-signature")}
     await audio.post_form(info, data, fields=minimal)

@@ -204,3 +204,12 @@ class AudioFileService:
             raise NotFound(_NOT_FOUND)
         for blob_key in all_keys(record.blob_key):
             await self._blobs.delete(blob_key)
+
+    async def remove_dataset(self, team: str, dataset_id: str) -> int:
+        """Every file of the dataset, rows then blobs; how many files went. For the dataset's
+        own deletion (its routes authenticate; this only removes)."""
+        removed = await self._audio.delete_dataset(team, dataset_id)
+        for record in removed:
+            for blob_key in all_keys(record.blob_key):
+                await self._blobs.delete(blob_key)
+        return len(removed)

@@ -34,7 +34,7 @@ ALGORITHM = "TYMPAN-HMAC-SHA256"
 _CONTEXT = b"tympan post policy\x00"  # this secret signs nothing else with the same layout
 _CREDENTIAL = "tympan/local/upload"
 MAX_POLICY_CHARS = 8192
-_SIGNED = ("key", "Content-Type", "x-amz-algorithm", "x-amz-credential", "x-amz-date")
+_SIGNED = ("key", "content-type", "x-amz-algorithm", "x-amz-credential", "x-amz-date")
 _UNCHECKED = ("policy", "x-amz-signature")
 
 
@@ -92,7 +92,8 @@ class PostPolicySigner:
         invalid = Forbidden(
             "this upload form is invalid: a field was altered or it was not issued here"
         )
-        encoded, signature = fields.get("policy", ""), fields.get("x-amz-signature", "")
+        by_name = {name.lower(): value for name, value in fields.items()}
+        encoded, signature = by_name.get("policy", ""), by_name.get("x-amz-signature", "")
         if not encoded or not signature or len(encoded) > MAX_POLICY_CHARS:
             raise Forbidden("the upload form needs its policy and x-amz-signature fields")
         if not hmac.compare_digest(signature.encode(), self._mac(encoded).encode()):
@@ -108,14 +109,16 @@ class PostPolicySigner:
             low, high = conditions.pop("content-length-range")
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise invalid from None
+        signed = {name.lower(): value for name, value in conditions.items()}
         for name, value in fields.items():
-            if name in _UNCHECKED or name.lower().startswith("x-ignore-"):
+            lowered = name.lower()  # S3 reads form field names case-insensitively
+            if lowered in _UNCHECKED or lowered.startswith("x-ignore-"):
                 continue
-            if name not in _SIGNED:
+            if lowered not in _SIGNED:
                 raise Forbidden(f"the upload form has a field its policy does not allow: {name!r}")
-            if conditions.get(name) != value:
+            if signed.get(lowered) != value:
                 raise Forbidden(f"the upload form's {name!r} does not match its policy")
-        if "key" not in fields:
+        if "key" not in {name.lower() for name in fields}:
             raise Forbidden("the upload form needs its key field")
         if now_s >= expires_at_s:
             raise Forbidden("this upload form has expired; ask for a new upload URL")
