@@ -32,7 +32,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from protocol.errors import BadRequest
 from protocol.tokens import MAX_TOKEN_CHARS
-from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, reworded, to_wire
+from protocol.wire import REQUEST, RESPONSE, Absent, WireType, from_wire, parse, reworded, to_wire
 
 __all__ = [
     "BOUNDARIES",
@@ -257,7 +257,7 @@ WebhookTarget = Webhook
 
 
 @dataclass(frozen=True)
-class SoundEvent:
+class SoundEvent(WireType):
     """One event log entry: times in seconds from the session's start."""
 
     __pydantic_config__ = RESPONSE
@@ -271,9 +271,6 @@ class SoundEvent:
     ]
     confidence: Annotated[float, Field(description="The tag's highest window probability.")]
     state: EventState
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SoundEvent:
@@ -301,7 +298,7 @@ class EventsPageInfo:
 
 
 @dataclass(frozen=True)
-class EventsPage:
+class EventsPage(WireType):
     """``GET /audio_sessions/{id}/events``: a page of the event log.
 
     ``page.total`` counts the log entries so far (of the requested ``state`` only, when one is
@@ -333,9 +330,6 @@ class EventsPage:
     @property
     def session_state(self) -> str:
         return self.state
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EventsPage:

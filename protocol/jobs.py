@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 from protocol.events import MAX_WEBHOOK_URL_CHARS, EventParams, http_url
 from protocol.media import MEDIA_SCHEME, OBJECT_KEY_RULES, Timestamp
 from protocol.messages import SenseEvent, Sensitivity
-from protocol.wire import REQUEST, RESPONSE, Absent, from_wire, parse, reworded, to_wire
+from protocol.wire import REQUEST, RESPONSE, Absent, WireType, from_wire, parse, reworded, to_wire
 
 __all__ = [
     "CANCELED",
@@ -149,7 +149,7 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
-class SoundEventsOutput:
+class SoundEventsOutput(WireType):
     """What a succeeded sound-events job found: every window and the recording's events."""
 
     __pydantic_config__ = RESPONSE
@@ -157,12 +157,9 @@ class SoundEventsOutput:
     windows: tuple[SenseEvent, ...]
     events: tuple[JobEvent, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
-
 
 @dataclass(frozen=True)
-class Job:
+class Job(WireType):
     """A job as ``GET /v1/jobs/<jobId>`` (and the webhook) shows it."""
 
     __pydantic_config__ = RESPONSE
@@ -182,9 +179,6 @@ class Job:
     @staticmethod
     def output_of(stored: dict[str, Any] | None) -> SoundEventsOutput | None:
         return None if stored is None else from_wire(SoundEventsOutput, stored)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
 
 JobView = Job

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJso
 from protocol.errors import BadRequest
 from protocol.events import EventParams, Webhook, not_boolean
 from protocol.states import SessionState
-from protocol.wire import REQUEST, RESPONSE, Absent, Named, parse, reworded, to_wire
+from protocol.wire import REQUEST, RESPONSE, Absent, Named, WireType, parse, reworded, to_wire
 
 __all__ = [
     "DEFAULT_PAGE_COUNT",
@@ -374,14 +374,11 @@ class ResultsQuery:
 
 
 @dataclass(frozen=True)
-class SessionRefs:
+class SessionRefs(WireType):
     __pydantic_config__ = RESPONSE
 
     session_id: str
     chunk_sequence: Annotated[int, Field(ge=0, description="Sequence of the next chunk to upload.")]
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
 
 @dataclass(frozen=True)
@@ -419,7 +416,7 @@ Tag = SenseEventTag
 
 
 @dataclass(frozen=True)
-class SenseEvent:
+class SenseEvent(WireType):
     __pydantic_config__ = RESPONSE
 
     start_time: Annotated[
@@ -430,12 +427,9 @@ class SenseEvent:
     ]
     tags: tuple[SenseEventTag, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
-
 
 @dataclass(frozen=True)
-class Page:
+class Page(WireType):
     __pydantic_config__ = RESPONSE
 
     offset: Annotated[int, Field(ge=0, description="Index of the first returned result.")]
@@ -454,9 +448,6 @@ class Page:
         ]
     ] = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
-
 
 @dataclass(frozen=True)
 class Sense:
@@ -470,7 +461,7 @@ class Sense:
 
 
 @dataclass(frozen=True)
-class SessionStatus:
+class SessionStatus(WireType):
     __pydantic_config__ = RESPONSE
 
     state: SessionState
@@ -489,9 +480,6 @@ class SessionStatus:
     @property
     def results(self) -> tuple[SenseEvent, ...]:
         return self.inference.results
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
 
 @dataclass(frozen=True)
@@ -512,7 +500,7 @@ class SessionResults:
 
 
 @dataclass(frozen=True)
-class PredictResponse:
+class PredictResponse(WireType):
     """What a predicted chunk completed: ``data`` spans those windows (per tag, its highest
     probability among them; an empty span at the next window's start when the chunk completed
     none), ``windows`` lists them one by one (a tympan extension), and ``next_sequence`` is the
@@ -535,9 +523,6 @@ class PredictResponse:
         tuple[SenseEvent, ...],
         Field(description="The completed windows one by one (a tympan extension)."),
     ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_wire(self)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ __all__ = [
     "Absent",
     "Named",
     "Schema",
+    "WireType",
     "from_wire",
     "parse",
     "parse_query",
@@ -223,6 +224,16 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, list | tuple) and value and dataclasses.is_dataclass(value[0]):
         kind = list[type(value[0])]  # type: ignore[misc]
     return _adapter(kind).dump_python(value, mode="json", by_alias=True)
+
+
+class WireType:
+    """Base of the wire dataclasses that callers turn into a body by a method."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = to_wire(self)
+        return body
 
 
 def schema_ref(kind: type[Any]) -> Schema:

@@ -96,6 +96,18 @@ def _record(row: tuple[object, ...]) -> MediaRecord:
     return MediaRecord(str(team), str(key), int(size), str(digest), float(created), float(expires))  # type: ignore[call-overload, arg-type]
 
 
+def _values(record: MediaRecord) -> tuple[object, ...]:
+    """The record in ``_COLUMNS`` order."""
+    return (
+        record.team,
+        record.object_key,
+        record.size_bytes,
+        record.sha256,
+        record.created_at_s,
+        record.expires_at_s,
+    )
+
+
 class SqliteMediaRepository:
     """``MediaRepository`` in the server's SQLite database."""
 
@@ -113,15 +125,7 @@ class SqliteMediaRepository:
         await self._store.write(create)
 
     async def save(self, record: MediaRecord, *, now_s: float, stale_s: float) -> bool:
-        values = (
-            record.team,
-            record.object_key,
-            record.size_bytes,
-            record.sha256,
-            record.created_at_s,
-            record.expires_at_s,
-            now_s - stale_s,
-        )
+        values = (*_values(record), now_s - stale_s)
 
         def write(store: Store) -> bool:
             cursor = store.execute(
@@ -156,15 +160,7 @@ class SqliteMediaRepository:
         return await self._store.write(write)
 
     async def claim_unrecorded(self, record: MediaRecord, *, now_s: float) -> bool:
-        values = (
-            record.team,
-            record.object_key,
-            record.size_bytes,
-            record.sha256,
-            record.created_at_s,
-            record.expires_at_s,
-            now_s,
-        )
+        values = (*_values(record), now_s)
 
         def write(store: Store) -> bool:
             cursor = store.execute(
@@ -177,15 +173,7 @@ class SqliteMediaRepository:
         return await self._store.write(write)
 
     async def finish_deleting(self, record: MediaRecord) -> bool:
-        def write(store: Store) -> bool:
-            cursor = store.execute(
-                "DELETE FROM media WHERE team = ? AND object_key = ? AND created_at = ? "
-                "AND sha256 = ? AND deleting_since IS NOT NULL",
-                (record.team, record.object_key, record.created_at_s, record.sha256),
-            )
-            return cursor.rowcount > 0
-
-        return await self._store.write(write)
+        return await self._delete_exactly(record, "AND deleting_since IS NOT NULL")
 
     async def get(self, team: str, object_key: str) -> MediaRecord | None:
         def read(store: Store) -> MediaRecord | None:
@@ -217,10 +205,15 @@ class SqliteMediaRepository:
         return await self._store.read(read)
 
     async def delete_if_unchanged(self, record: MediaRecord) -> bool:
+        return await self._delete_exactly(record, "")
+
+    async def _delete_exactly(self, record: MediaRecord, condition: str) -> bool:
+        """Delete the row if it is still ``record`` (same upload), under ``condition`` too."""
+
         def remove(store: Store) -> bool:
             cursor = store.execute(
                 "DELETE FROM media WHERE team = ? AND object_key = ? AND created_at = ? "
-                "AND sha256 = ?",
+                f"AND sha256 = ? {condition}",
                 (record.team, record.object_key, record.created_at_s, record.sha256),
             )
             return cursor.rowcount > 0
