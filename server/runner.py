@@ -326,7 +326,7 @@ class EmbeddingRunner:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = _open_session(path, options, [CPU_PROVIDER])
         outputs = [o.name for o in self._session.get_outputs()]
         if outputs != [EMBEDDING_OUTPUT] or self._session.get_inputs()[0].name != EMBEDDING_INPUT:
             raise ModelLoadError(f"{path} is not tympan's embedding graph (outputs {outputs})")

@@ -10,14 +10,13 @@ import io
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from aiohttp.test_utils import TestClient
 
 from models.yamnet.embedding_meta import embedding_path
 from models.yamnet.spec import FRONTEND, WEIGHTS_DIR
@@ -42,23 +41,6 @@ from tests.dataset_audio import (
     tone_wav_samples,
 )
 from tests.seaweedfs import SeaweedFS
-
-
-@pytest.fixture
-def audio_settings(settings: Settings) -> Settings:
-    return settings.replace(fsync=False, media_max_bytes=8 * 1024 * 1024)
-
-
-@pytest.fixture
-async def audio_client(
-    aiohttp_client: Callable[..., Any], audio_settings: Settings, api_key: str
-) -> AsyncIterator[TestClient]:
-    yield await aiohttp_client(create_app(audio_settings))
-
-
-@pytest.fixture
-async def audio(audio_client: TestClient, api_key: str) -> Audio:
-    return Audio(audio_client, api_key, await make_dataset(audio_client, api_key))
 
 
 async def test_relay_step_3_with_requests_and_curl_on_the_local_store(

@@ -8,12 +8,10 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from aiohttp import FormData
-from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
@@ -24,23 +22,6 @@ from tests.dataset_audio import (
     stored_files,
     tone_wav,
 )
-
-
-@pytest.fixture
-def audio_settings(settings: Settings) -> Settings:
-    return settings.replace(fsync=False, media_max_bytes=8 * 1024 * 1024)
-
-
-@pytest.fixture
-async def audio_client(
-    aiohttp_client: Callable[..., Any], audio_settings: Settings, api_key: str
-) -> AsyncIterator[TestClient]:
-    yield await aiohttp_client(create_app(audio_settings))
-
-
-@pytest.fixture
-async def audio(audio_client: TestClient, api_key: str) -> Audio:
-    return Audio(audio_client, api_key, await make_dataset(audio_client, api_key))
 
 
 def _policy(fields: dict[str, str]) -> dict[str, Any]:

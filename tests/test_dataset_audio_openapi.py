@@ -4,25 +4,15 @@ status, so a field or status added on one side only fails here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from protocol.audio_files_openapi import audio_files_openapi_document
-from server.app import create_app
-from server.config import Settings
-from tests.dataset_audio import Audio, make_dataset, tone_wav
+from tests.dataset_audio import Audio, tone_wav
 
 DOC = audio_files_openapi_document()
-
-
-@pytest.fixture
-async def audio(aiohttp_client: Callable[..., Any], settings: Settings, api_key: str) -> Audio:
-    client = await aiohttp_client(create_app(settings.replace(fsync=False)))
-    return Audio(client, api_key, await make_dataset(client, api_key))
 
 
 def test_the_document_is_valid_openapi_30() -> None:

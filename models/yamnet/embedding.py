@@ -36,7 +36,7 @@ from models.yamnet.embedding_meta import (
     embedding_path,
 )
 from models.yamnet.spec import WEIGHTS_DIR
-from models.yamnet.variants import FLOAT_OUTPUT, _build, _sha256_files
+from models.yamnet.variants import FLOAT_OUTPUT, _build, _session, _sha256_files
 
 __all__ = ["build_embedding_graph", "prepare_embedding"]
 
@@ -88,14 +88,6 @@ def build_embedding_graph(fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[
     model.doc_string = "tympan YAMNet embedding graph: the fp32 variant cut before its classifier"
     onnx.checker.check_model(model, full_check=True)
     return model, classifier
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _run(
