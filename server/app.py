@@ -3,7 +3,8 @@ start-up happens in order and teardown in reverse, only for what started.
 
 Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
 recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
-(repository, expired leases requeued, runner, webhooks, output sweeper).
+(repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
+(repositories, form signer, processor with interrupted files requeued).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from server.audio import DecodeLimits
 from server.auth import KeyDirectory
 from server.config import Settings
 from server.cors import cors_headers, cors_middleware
+from server.datasets.audio_context import audio_files_context
+from server.datasets.audio_routes import audio_routes
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
@@ -93,12 +96,14 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(media_routes)
     app.add_routes(job_routes)
+    app.add_routes(audio_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_blob_context)
     app.cleanup_ctx.append(_server_context)
     app.cleanup_ctx.append(_media_context)
     app.cleanup_ctx.append(_jobs_context)
+    app.cleanup_ctx.append(audio_files_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 
