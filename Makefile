@@ -35,9 +35,10 @@ $(SETUP_STAMP): pyproject.toml requirements.lock
 # Re-verified whenever the pinned sums change; downloads only when files are missing or corrupt.
 # Then the model variants are prepared, and each one's agreement with the exact semantics on
 # this CPU is printed: one that disagrees is skipped by the server at start-up, not an error.
-$(WEIGHTS_STAMP): $(SETUP_STAMP) models/yamnet/spec.py models/yamnet/variants.py models/yamnet/variant_meta.py
+$(WEIGHTS_STAMP): $(SETUP_STAMP) models/yamnet/spec.py models/yamnet/variants.py models/yamnet/variant_meta.py models/yamnet/embedding.py
 	$(PY) -m models.yamnet.fetch
 	$(PY) -m models.yamnet.variants
+	$(PY) -m models.yamnet.embedding
 	@touch $@
 
 # Maintainers: pin every Python package (and its sha256) after changing pyproject.toml.

@@ -3,8 +3,9 @@ start-up happens in order and teardown in reverse, only for what started.
 
 Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
 recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
-(repository, expired leases requeued, runner, webhooks, output sweeper) -> datasets (repositories
-of datasets, audio files and annotation sets).
+(repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
+(repositories, form signer, processor with interrupted files requeued) -> datasets and
+annotation sets (which remove a dataset's audio files through the audio files' service).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from server.config import Settings
 from server.cors import cors_headers, cors_middleware
 from server.datasets.annotation_service import AnnotationService
 from server.datasets.annotations_sqlite import SqliteAnnotationRepository
+from server.datasets.audio_context import audio_files_context
+from server.datasets.audio_routes import AUDIO_FILES, audio_routes
 from server.datasets.repository import SqliteAudioFileRepository, SqliteDatasetRepository
 from server.datasets.routes import dataset_routes
 from server.datasets.service import DatasetService
@@ -101,6 +104,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(media_routes)
     app.add_routes(job_routes)
+    app.add_routes(audio_routes)
     app.add_routes(dataset_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
@@ -108,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_server_context)
     app.cleanup_ctx.append(_media_context)
     app.cleanup_ctx.append(_jobs_context)
+    app.cleanup_ctx.append(audio_files_context)
     app.cleanup_ctx.append(_datasets_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
@@ -342,15 +347,15 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _datasets_context(app: web.Application) -> AsyncIterator[None]:
-    """Datasets, their audio files and annotation sets: repositories over the store, and the
-    blob store that holds the audio files' uploads (removed with their dataset)."""
+    """Datasets and annotation sets over the store. A dataset's audio files (rows, uploads and
+    processing outputs) are removed with it by the audio files' service, started before."""
     store = app[STORE]
     datasets = SqliteDatasetRepository(store)
     audio = SqliteAudioFileRepository(store)
     annotations = SqliteAnnotationRepository(store)
     for repository in (datasets, audio, annotations):
         await repository.prepare()
-    service = DatasetService(app[KEYS], datasets, audio, annotations, app[BLOBS])
+    service = DatasetService(app[KEYS], datasets, annotations, app[AUDIO_FILES].remove_dataset)
     app[DATASETS] = service
     app[ANNOTATIONS] = AnnotationService(service, audio, annotations)
     yield

@@ -18,6 +18,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from models.yamnet.checkset import Agreement, agreement, check_patches, load_reference
+from models.yamnet.embedding_meta import (
+    EMBEDDING_DIMS,
+    EMBEDDING_INPUT,
+    EMBEDDING_OUTPUT,
+    SOURCE_SHA256_PROP,
+    embedding_path,
+)
 from models.yamnet.thresholds import load_thresholds
 from models.yamnet.variant_meta import (
     CPU_CANDIDATES,
@@ -30,11 +37,13 @@ from models.yamnet.variant_meta import (
 )
 
 __all__ = [
+    "EmbeddingRunner",
     "ModelLoadError",
     "OnnxRunner",
     "QuantParams",
     "check_runner",
     "choose_providers",
+    "load_embedding_runner",
     "load_runner",
 ]
 
@@ -302,3 +311,50 @@ def load_runner(settings: Any, model_dir: Path) -> OnnxRunner:
 
 def _quant(scale: float | None, zero_point: int | None) -> QuantParams | None:
     return None if scale is None or zero_point is None else QuantParams(scale, zero_point)
+
+
+_EMBEDDING_BATCH = 32
+
+
+class EmbeddingRunner:
+    """The set-up-prepared embedding graph (``models.yamnet.embedding``) on the CPU with one
+    thread, which is the caller's: the dataset processor calls it from its own low-priority
+    thread, so it never competes with the live path's sessions for their threads."""
+
+    def __init__(self, path: Path) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = _open_session(path, options, [CPU_PROVIDER])
+        outputs = [o.name for o in self._session.get_outputs()]
+        if outputs != [EMBEDDING_OUTPUT] or self._session.get_inputs()[0].name != EMBEDDING_INPUT:
+            raise ModelLoadError(f"{path} is not tympan's embedding graph (outputs {outputs})")
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if SOURCE_SHA256_PROP not in meta:
+            raise ModelLoadError(f"{path} was not prepared and checked by set-up")
+
+    def run(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Float log-mel patches [n, 96, 64] -> embeddings [n, 1024], float32."""
+        batch = patches[:, None, :, :].astype(np.float32, copy=False)
+        parts = [
+            self._session.run(None, {EMBEDDING_INPUT: batch[i : i + _EMBEDDING_BATCH]})[0]
+            for i in range(0, len(batch), _EMBEDDING_BATCH)
+        ]
+        if not parts:
+            return np.empty((0, EMBEDDING_DIMS), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def load_embedding_runner(model_dir: Path) -> EmbeddingRunner | None:
+    """The embedding runner, or None (logged) when set-up has not prepared the graph: dataset
+    files are then processed without embeddings rather than not at all."""
+    path = embedding_path(model_dir)
+    if not path.exists():
+        log.warning(
+            "no embedding graph at %s (python -m models.yamnet.embedding prepares it): dataset "
+            "audio is processed without embeddings",
+            path,
+        )
+        return None
+    return EmbeddingRunner(path)

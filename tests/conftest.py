@@ -188,3 +188,18 @@ class Api:
 @pytest.fixture
 def api(client: TestClient, api_key: str) -> Api:
     return Api(client, api_key)
+
+
+@pytest.fixture
+def audio_settings(settings: Settings) -> Settings:
+    """Dataset audio tests: no fsync, an 8 MiB upload limit."""
+    return settings.replace(fsync=False, media_max_bytes=8 * 1024 * 1024)
+
+
+@pytest.fixture
+async def audio(aiohttp_client: Callable[..., Any], audio_settings: Settings, api_key: str) -> Any:
+    """The audio routes of a new dataset of ``api_key``'s team (``tests.dataset_audio.Audio``)."""
+    from tests.dataset_audio import Audio, make_dataset
+
+    client = await aiohttp_client(create_app(audio_settings))
+    return Audio(client, api_key, await make_dataset(client, api_key))

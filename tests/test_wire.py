@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from protocol.audio_files_openapi import audio_files_openapi_document
 from protocol.errors import BadRequest
 from protocol.events import EventParams, EventsPage, EventsPageInfo, SoundEvent
 from protocol.jobs import Job, JobEvent, JobsQuery, SoundEventsInput, SoundEventsOutput
@@ -33,7 +34,11 @@ from protocol.openapi import openapi_document
 from protocol.states import SessionState
 from protocol.wire import from_wire, parse, parse_query, query_parameters, to_wire
 
-DOCUMENTS = {"session": openapi_document(), "media": media_openapi_document()}
+DOCUMENTS = {
+    "session": openapi_document(),
+    "media": media_openapi_document(),
+    "audio_files": audio_files_openapi_document(),
+}
 # JSON Schema 2020-12 words that OpenAPI 3.0.3's schema objects do not have.
 NOT_OPENAPI_30 = {"const", "$defs", "prefixItems", "examples", "$schema", "unevaluatedProperties"}
 

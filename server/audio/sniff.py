@@ -6,7 +6,7 @@ A session says what the audio is; when the bytes say otherwise, the user should 
 
 from __future__ import annotations
 
-__all__ = ["SNIFF_BYTES", "describe_head", "sniff_container"]
+__all__ = ["CONTAINER_MIMES", "SNIFF_BYTES", "describe_head", "sniff_container"]
 
 SNIFF_BYTES = 12
 _MP4_BOX_TYPES = (b"ftyp", b"moov", b"moof", b"styp", b"mdat", b"free", b"wide")
@@ -26,6 +26,18 @@ MP4 = "MP4/M4A"
 MP3 = "MP3"
 ADTS = "AAC (ADTS)"
 ID3 = "ID3-tagged audio (MP3 or AAC)"
+
+# The content type to decode each recognised container as (ID3 tags mostly front MP3).
+CONTAINER_MIMES = {
+    WAV: "audio/wav",
+    OGG: "audio/ogg",
+    FLAC: "audio/flac",
+    WEBM: "audio/webm",
+    MP4: "audio/mp4",
+    MP3: "audio/mpeg",
+    ID3: "audio/mpeg",
+    ADTS: "audio/aac",
+}
 
 
 def sniff_container(head: bytes) -> str | None:

@@ -8,10 +8,9 @@ cannot be probed.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from protocol.datasets import (
     ArtifactType,
@@ -28,16 +27,15 @@ from server.auth import KeyDirectory
 from server.datasets.annotations import AnnotationRepository
 from server.datasets.repository import (
     ArtifactTypeRecord,
-    AudioFileRecord,
-    AudioFileRepository,
     DatasetRecord,
     DatasetRepository,
 )
-from server.storage import BlobStore
 
-__all__ = ["DatasetService", "dataset_view", "remove_audio_blobs"]
+__all__ = ["DatasetService", "RemoveAudio", "dataset_view"]
 
-log = logging.getLogger(__name__)
+
+# Removes every audio file of (team, dataset): rows, uploads and processing outputs; how many.
+RemoveAudio = Callable[[str, str], Awaitable[int]]
 
 
 def dataset_view(record: DatasetRecord) -> Dataset:
@@ -57,36 +55,19 @@ def _records(types: Iterable[NewArtifactType]) -> tuple[ArtifactTypeRecord, ...]
     return tuple(ArtifactTypeRecord(kind.name, kind.description, kind.color) for kind in types)
 
 
-async def remove_audio_blobs(blobs: BlobStore, records: Iterable[AudioFileRecord]) -> int:
-    """Remove the uploads of audio file rows already deleted; how many were removed. A blob
-    that cannot be removed now is logged, not raised: its row is gone, so the caller's answer
-    stands, and the blob store's own retention is the backstop."""
-    removed = 0
-    for record in records:
-        try:
-            await blobs.delete(record.blob_key)
-        except Exception:
-            log.exception("could not remove the upload of audio file %s", record.audio_id)
-        else:
-            removed += 1
-    return removed
-
-
 class DatasetService:
     def __init__(
         self,
         keys: KeyDirectory,
         datasets: DatasetRepository,
-        audio: AudioFileRepository,
         annotations: AnnotationRepository,
-        blobs: BlobStore,
+        remove_audio: RemoveAudio,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._datasets = datasets
-        self._audio = audio
         self._annotations = annotations
-        self._blobs = blobs
+        self._remove_audio = remove_audio
         self.clock = clock
 
     def team(self, key: str | None) -> str:
@@ -156,9 +137,9 @@ class DatasetService:
 
     async def delete(self, key: str | None, dataset_id: str) -> None:
         """The dataset row first, so the dataset is gone for every caller at once; then its
-        annotation sets (published ones too), its audio file rows and their uploads."""
+        annotation sets (published ones too) and its audio files with all their blobs."""
         team = self.team(key)
         if not await self._datasets.delete(team, dataset_id):
             raise NotFound("no dataset with this id")
         await self._annotations.delete_dataset(team, dataset_id)
-        await remove_audio_blobs(self._blobs, await self._audio.delete_dataset(team, dataset_id))
+        await self._remove_audio(team, dataset_id)

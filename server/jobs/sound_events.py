@@ -23,18 +23,7 @@ from protocol.jobs import JOB_HOP_S, JobEvent, SoundEventsInput, SoundEventsOutp
 from protocol.messages import SenseEvent, SenseEventTag
 from server.audio import AudioFormat, AudioLimitError, DecodeError, parse_content_type
 from server.audio.formats import MIME_MP4
-from server.audio.sniff import (
-    ADTS,
-    FLAC,
-    ID3,
-    MP3,
-    MP4,
-    OGG,
-    SNIFF_BYTES,
-    WAV,
-    WEBM,
-    sniff_container,
-)
+from server.audio.sniff import CONTAINER_MIMES, SNIFF_BYTES, sniff_container
 from server.engine import InferenceEngine
 from server.event_log import rules_for
 from server.events import EventTracker
@@ -43,16 +32,7 @@ from server.storage import BlobNotFound, BlobStore, team_key
 
 __all__ = ["JobFailed", "SoundEventsJob"]
 
-_MIME_OF = {
-    WAV: "audio/wav",
-    OGG: "audio/ogg",
-    FLAC: "audio/flac",
-    WEBM: "audio/webm",
-    MP4: "audio/mp4",
-    MP3: "audio/mpeg",
-    ID3: "audio/mpeg",
-    ADTS: "audio/aac",
-}
+_MIME_OF = CONTAINER_MIMES
 HOP_S = JOB_HOP_S
 _WINDOWS_PER_SUBMIT = 256  # as a file session submits: one chunk never floods the queue
 
