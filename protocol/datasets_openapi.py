@@ -24,6 +24,7 @@ from protocol.annotations import (
     UpdateAnnotation,
     UpdateAnnotationSet,
 )
+from protocol.audio_files_openapi import audio_files_paths, audio_files_schemas
 from protocol.datasets import (
     MAX_ID_CHARS,
     CreateDataset,
@@ -279,8 +280,17 @@ _DESCRIPTION = (
 )
 
 
+def _merged(own: dict[str, Schema], audio: dict[str, Schema]) -> dict[str, Schema]:
+    """The audio files' schemas beside the datasets' (a name both use must be the same type)."""
+    for name in own.keys() & audio.keys():
+        if own[name] != audio[name]:
+            raise ValueError(f"schema {name} differs between the datasets and audio documents")
+    return {**own, **audio}
+
+
 def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
-    """The document, for a server whose Datasets API lives at ``server_url``."""
+    """The document, for a server whose Datasets API lives at ``server_url``: datasets,
+    annotation sets and (from ``protocol.audio_files_openapi``) the datasets' audio files."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -289,10 +299,13 @@ def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
             "description": _DESCRIPTION,
         },
         "servers": [{"url": server_url}],
-        "tags": [{"name": "datasets", "description": "Datasets and annotation sets."}],
-        "paths": _paths(),
+        "tags": [
+            {"name": "datasets", "description": "Datasets and annotation sets."},
+            {"name": "dataset audio", "description": "A dataset's audio files."},
+        ],
+        "paths": {**_paths(), **audio_files_paths()},
         "components": {
-            "schemas": schemas(REQUESTS, RESPONSES),
+            "schemas": _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()),
             "responses": {
                 f"E{status}": _json(description, schema_ref(GenericError))
                 for status, description in _ERRORS.items()

@@ -95,8 +95,8 @@ async def test_sigkill_mid_processing_finishes_the_file_once_after_restart(
         async with http.post(base + "/confirm", json={"audio_id": audio_id}, headers=headers):
             pass
         async with asyncio.timeout(60):
-            while _row(server.data_dir, audio_id)[0] != "processing":
-                assert _row(server.data_dir, audio_id)[0] == "pending"
+            while (status := _row(server.data_dir, audio_id)[0]) != "processing":
+                assert status == "pending", status  # one read: it may move between two
                 await asyncio.sleep(0.01)
     server.signal(9)
     assert _row(server.data_dir, audio_id) == ("processing", 1)

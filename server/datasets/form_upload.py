@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import MultipartReader
 
 from protocol.errors import BadRequest, RequestTimeout
@@ -37,7 +38,7 @@ async def receive_form_upload(request: web.Request, signer: PostPolicySigner) ->
     idle_s = request.app[SETTINGS].body_read_timeout_s
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError):
+    except (ValueError, AssertionError, HttpProcessingError):
         raise BadRequest("the upload is not a valid multipart/form-data body") from None
     fields: dict[str, str] = {}
     while True:
@@ -68,7 +69,8 @@ async def _next_part(reader: MultipartReader, idle_s: float) -> object | None:
             return await reader.next()
     except TimeoutError:
         raise RequestTimeout(f"no upload data for {idle_s:g} s") from None
-    except (ValueError, AssertionError, RuntimeError):
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError):
+        # aiohttp's parser refuses a malformed part header (found by schemathesis).
         raise BadRequest("the upload is not a valid multipart/form-data body") from None
 
 
@@ -95,7 +97,7 @@ async def _read_chunk(part: BodyPartReader, idle_s: float) -> bytes:
             return await part.read_chunk(_CHUNK_BYTES)
     except TimeoutError:
         raise RequestTimeout(f"no upload data for {idle_s:g} s") from None
-    except (ValueError, AssertionError, RuntimeError, OSError):
+    except (ValueError, AssertionError, RuntimeError, OSError, HttpProcessingError):
         # A dropped connection or a body cut short: nothing is published.
         raise BadRequest("the upload ended before its form was complete") from None
 
