@@ -502,7 +502,8 @@ def test_media_document_is_valid_openapi_30() -> None:
 
 
 def test_datasets_document_is_valid_openapi_30() -> None:
-    """The Datasets API's own document (GET /api/v1/datasets/openapi.json)."""
+    """The Datasets API's own document (GET /api/v1/datasets/openapi.json), with the
+    datasets' audio files."""
     document = datasets_openapi_document()
     OpenAPIV30SpecValidator(document).validate()
     assert json.loads(json.dumps(document)) == document
@@ -529,6 +530,12 @@ def test_datasets_document_is_valid_openapi_30() -> None:
         "getAnnotation",
         "updateAnnotation",
         "deleteAnnotation",
+        "createAudioUploadUrl",
+        "uploadForm",
+        "confirmAudioUpload",
+        "listAudioFiles",
+        "getAudioFile",
+        "deleteAudioFile",
     }
     assert "Negative evidence" in document["info"]["description"]
 
