@@ -87,7 +87,11 @@ async def _rounds(server: ServerHandle, args: argparse.Namespace) -> list[dict[s
     data = _long_wav(args.file_minutes * 60)
     async with aiohttp.ClientSession() as http:
         dataset = await _call(
-            http, "POST", f"{server.url}/api/v1/datasets", server.api_key, json={"name": "bench"}
+            http,
+            "POST",
+            f"{server.url}/api/v1/datasets",
+            server.api_key,
+            json={"name": "bench", "artifact_types": [{"name": "glitch", "color": "#FF4444"}]},
         )
     rounds = []
     for index in range(args.rounds):
@@ -104,6 +108,9 @@ async def _rounds(server: ServerHandle, args: argparse.Namespace) -> list[dict[s
             if audio_id is not None:
                 still = await _status(server, dataset["id"], audio_id)
                 summary["file_still_processing_at_end"] = still == "processing"
+                # The next "alone" run must be alone: let the file finish first.
+                while await _status(server, dataset["id"], audio_id) in ("pending", "processing"):
+                    await asyncio.sleep(0.5)
             round_result[kind] = summary
             latency = summary["window_latency_ms"]
             print(
