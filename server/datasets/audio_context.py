@@ -3,7 +3,7 @@ started in a cleanup context after the blob store and the store, stopped before 
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -16,9 +16,11 @@ from server.datasets.audio_routes import AUDIO_FILES
 from server.datasets.audio_service import AudioFileService
 from server.datasets.post_policy import PostPolicySigner
 from server.datasets.repository import SqliteAudioFileRepository, SqliteDatasetRepository
-from server.runner import load_embedding_runner
+from server.runner import embedding_path
 
 __all__ = ["audio_files_context"]
+
+log = logging.getLogger(__name__)
 
 _POLICY_SECRET = "dataset_upload_policy_key"
 _WORK_DIR = "audio-processing"  # temporary outputs of the file in hand, under the data dir
@@ -34,16 +36,20 @@ async def audio_files_context(app: web.Application) -> AsyncIterator[None]:
     await audio.prepare()
     secret = await store.write(lambda s: s.secret(_POLICY_SECRET))
     model_dir = settings.model_dir or WEIGHTS_DIR
-    embedder = await asyncio.get_running_loop().run_in_executor(
-        None, load_embedding_runner, model_dir
-    )
+    has_embeddings = embedding_path(model_dir).exists()
+    if not has_embeddings:
+        log.warning(
+            "no embedding graph at %s (python -m models.yamnet.embedding prepares it): dataset "
+            "audio is processed without embeddings",
+            embedding_path(model_dir),
+        )
     processor = AudioProcessor(
         audio,
         app[BLOBS],
         DecodeLimits(max_duration_s=settings.max_session_duration_s),
         settings.data_dir / _WORK_DIR,
         max_upload_bytes=settings.media_max_bytes,
-        embed=None if embedder is None else embedder.run,
+        model_dir=model_dir if has_embeddings else None,
     )
     app[AUDIO_FILES] = AudioFileService(
         settings,

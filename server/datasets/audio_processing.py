@@ -7,11 +7,12 @@ every such row is ``pending`` again, and a file that has killed its worker ``MAX
 times is failed instead of being tried forever. A clean shutdown hands its file back without
 counting the attempt.
 
-Live streams come first. The processor decodes on its own single thread (never the engine's
-decode threads, so a stream's chunk never queues behind a long file), lowered to nice 10 so
-the OS prefers the stream threads whenever both want a core, in bounded blocks (the upload's
-chunks) that let go of the event loop and the GIL between them; one file at a time.
-Embeddings run in the same thread, on the set-up-prepared embedding graph with one ONNX thread.
+Live streams come first. The decoding, the frontend and the embeddings run in a child process
+(``server.datasets.audio_child``) at nice 10, one file at a time, fed the upload's chunks: a
+thread of the server would share the GIL with the event loop that answers the streams (measured
+in ``benchmarks/processing_interference.py``), and a decoder crash on a hostile file ends the
+child, not the server (the file is failed; a new child takes the next one). Embeddings use the
+set-up-prepared embedding graph with one ONNX thread.
 The outputs are written next to the upload only when complete, then the row goes ``ready``; a
 file deleted meanwhile has its outputs removed again.
 """
@@ -21,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import multiprocessing
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,8 +35,9 @@ from server.audio import AudioLimitError, DecodeError, DecodeLimits, parse_conte
 from server.audio.formats import MIME_MP4
 from server.audio.probe import probe_source
 from server.audio.sniff import CONTAINER_MIMES, SNIFF_BYTES, sniff_container
+from server.datasets import audio_child
 from server.datasets.audio_keys import EMBEDDINGS_NAME, FEATURES_NAME, NORMALISED_NAME, derived_key
-from server.datasets.audio_normalise import Embed, Normalised, Normaliser
+from server.datasets.audio_normalise import Normalised
 from server.datasets.repository import (
     AudioFileRecord,
     AudioFileRepository,
@@ -62,9 +64,24 @@ class ProcessingFailed(Exception):
     """The file cannot be processed; the message is its ``processing_error``."""
 
 
-def _lower_priority() -> None:
-    with contextlib.suppress(OSError):  # raising one's own nice value is always allowed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
+class _ChildNormaliser:
+    """The child's normaliser for the file in hand, called from the event loop."""
+
+    def __init__(self, processor: AudioProcessor) -> None:
+        self._processor = processor
+
+    async def feed_chunk(self, data: bytes) -> None:
+        await self._processor.in_child(audio_child.feed_chunk, data)
+
+    async def feed_file(self, data: bytes) -> None:
+        await self._processor.in_child(audio_child.feed_file, data)
+
+    async def finish(self, streamed: bool) -> Normalised:
+        return await self._processor.in_child(audio_child.finish, streamed)
+
+    async def discard(self) -> None:
+        with contextlib.suppress(ProcessingFailed):
+            await self._processor.in_child(audio_child.discard)
 
 
 class AudioProcessor:
@@ -76,22 +93,45 @@ class AudioProcessor:
         work_dir: Path,
         *,
         max_upload_bytes: int,
-        embed: Embed | None = None,
+        model_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``model_dir``: where set-up put the embedding graph (None: no embeddings)."""
         self._audio = audio
         self._blobs = blobs
         self._limits = limits
         self._work_dir = work_dir
         self._max_upload_bytes = max_upload_bytes
-        self._embed = embed
+        self._model_dir = model_dir
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._current: AudioFileRecord | None = None
-        self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix="tympan-audio-files", initializer=_lower_priority
-        )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tympan-audio-files")
+        self._child: ProcessPoolExecutor | None = None
+
+    def _child_pool(self) -> ProcessPoolExecutor:
+        if self._child is None:
+            self._child = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=audio_child.init,
+                initargs=(None if self._model_dir is None else str(self._model_dir), _NICE),
+            )
+        return self._child
+
+    async def in_child(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the child process. A child that died (a decoder crash) fails the
+        file in hand; the next file gets a new child."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._child_pool(), fn, *args)
+        except BrokenProcessPool:
+            broken, self._child = self._child, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+            raise ProcessingFailed(
+                "not audio: decoding the file stopped its processing process"
+            ) from None
 
     async def recover(self) -> int:
         """Files a stopped server left ``processing`` are ``pending`` again (their attempt
@@ -128,7 +168,10 @@ class AudioProcessor:
                 await self._audio.transition(current.audio_id, ("processing",), back)
             except Exception:
                 log.exception("audio files: handing back %s failed", current.audio_id)
-        self._executor.shutdown(wait=True)  # queued discards still run
+        if self._child is not None:
+            # Queued discards still run; the call in hand finishes first (one chunk's worth).
+            await asyncio.to_thread(self._child.shutdown, True)
+        self._executor.shutdown(wait=True)
 
     async def _work(self) -> None:
         while True:
@@ -191,7 +234,7 @@ class AudioProcessor:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _normalise(self, record: AudioFileRecord) -> tuple[Normalised, Any]:
-        normaliser: Normaliser | None = None
+        normaliser: _ChildNormaliser | None = None
         head = b""
         whole: list[bytes] | None = None  # MP4: its index may follow the media
         source = None
@@ -208,45 +251,46 @@ class AudioProcessor:
                     if whole is not None:
                         whole.append(chunk)
                     else:
-                        await self._run(normaliser.feed_chunk, chunk)
+                        await normaliser.feed_chunk(chunk)
             if normaliser is None:
                 if not head:
                     raise ProcessingFailed("empty: the upload holds no bytes")
                 normaliser, whole = await self._start(head)
                 source = await self._run(probe_source, head)
                 if whole is None:
-                    await self._run(normaliser.feed_chunk, head)
+                    await normaliser.feed_chunk(head)
                 else:
                     whole.append(head)
             if whole is not None:
                 data = b"".join(whole)
                 whole.clear()
                 source = source or await self._run(probe_source, data)
-                await self._run(normaliser.feed_file, data)
-            result = await self._run(normaliser.finish, whole is None)
+                await normaliser.feed_file(data)
+            result = await normaliser.finish(whole is None)
         except BaseException as exc:
-            if normaliser is not None:
-                # Behind whatever call of it still runs in the thread (a cancelled await does
-                # not stop the call itself).
-                self._executor.submit(normaliser.discard)
+            if normaliser is not None and self._child is not None:
+                # Behind whatever call still runs in the child (a cancelled await does not
+                # stop the call itself).
+                with contextlib.suppress(RuntimeError):  # a pool already shut down
+                    self._child.submit(audio_child.discard)
             failure = _failure(exc)
             if failure is None:
                 raise
             raise failure from None
         if result.samples == 0:
-            await self._run(normaliser.discard)
+            await normaliser.discard()
             raise ProcessingFailed("empty: the file holds no audio samples")
         return result, source
 
-    async def _start(self, head: bytes) -> tuple[Normaliser, list[bytes] | None]:
+    async def _start(self, head: bytes) -> tuple[_ChildNormaliser, list[bytes] | None]:
         container = sniff_container(head[:SNIFF_BYTES])
         if container is None:
             raise ProcessingFailed(
                 f"not audio: the file is not in a supported format ({_SUPPORTED})"
             )
         fmt = parse_content_type(CONTAINER_MIMES[container])
-        normaliser = Normaliser(fmt, self._limits, self._work_dir, self._embed)
-        return normaliser, [] if fmt.mime == MIME_MP4 else None
+        await self.in_child(audio_child.start, fmt, self._limits, str(self._work_dir))
+        return _ChildNormaliser(self), [] if fmt.mime == MIME_MP4 else None
 
     async def _bounded(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The upload's chunks; an object larger than uploads may be (placed in S3 by other
