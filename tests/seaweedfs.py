@@ -25,6 +25,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from server.config import Settings
 from server.storage.s3_config import S3Config
 
 __all__ = ["SeaweedFS", "weed_binary"]
@@ -179,6 +180,18 @@ class SeaweedFS:
             **overrides,
         }
         return S3Config(**values)
+
+    def settings(self, settings: Settings) -> Settings:
+        """``settings`` with this service as the server's blob store."""
+        s3 = self.config()
+        return settings.replace(
+            blob_store="s3",
+            s3_endpoint_url=s3.endpoint_url,
+            s3_bucket=s3.bucket,
+            s3_region=s3.region,
+            s3_access_key_id=s3.access_key_id,
+            s3_secret_access_key=s3.secret_access_key,
+        )
 
     def stop(self) -> None:
         """SIGKILL: the data is thrown away, and a graceful stop waits 15 s for the filer's

@@ -113,19 +113,7 @@ async def test_relay_step_3_on_s3_posts_to_the_service_itself(
     seaweedfs: SeaweedFS,
     tmp_path: Path,
 ) -> None:
-    s3 = seaweedfs.config()
-    client = await aiohttp_client(
-        create_app(
-            audio_settings.replace(
-                blob_store="s3",
-                s3_endpoint_url=s3.endpoint_url,
-                s3_bucket=s3.bucket,
-                s3_region=s3.region,
-                s3_access_key_id=s3.access_key_id,
-                s3_secret_access_key=s3.secret_access_key,
-            )
-        )
-    )
+    client = await aiohttp_client(create_app(seaweedfs.settings(audio_settings)))
     audio = Audio(client, api_key, await make_dataset(client, api_key))
     path = tmp_path / "sample_audio.ogg"
     path.write_bytes(encode_audio(tone_wav_samples(2.0), RATE_HZ, "ogg-opus"))

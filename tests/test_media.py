@@ -369,19 +369,7 @@ async def test_with_s3_the_client_uploads_to_the_service_itself(
     """The same client code against a server keeping media in S3 (SeaweedFS checks the
     SigV4 signature): the URL points at the service, and tympan records the object when it is
     first asked about; the retention sweep removes recorded and unrecorded objects alike."""
-    s3 = seaweedfs.config()
-    client = await aiohttp_client(
-        create_app(
-            settings.replace(
-                blob_store="s3",
-                s3_endpoint_url=s3.endpoint_url,
-                s3_bucket=s3.bucket,
-                s3_region=s3.region,
-                s3_access_key_id=s3.access_key_id,
-                s3_secret_access_key=s3.secret_access_key,
-            )
-        )
-    )
+    client = await aiohttp_client(create_app(seaweedfs.settings(settings)))
     object_key = f"s3test-{uuid.uuid4().hex}/call.wav"
     audio_path = tmp_path / "audio.wav"
     audio_path.write_bytes(AUDIO)

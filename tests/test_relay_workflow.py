@@ -130,17 +130,5 @@ async def test_steps_2_to_4_on_s3(
     seaweedfs: SeaweedFS,
     tmp_path: Path,
 ) -> None:
-    s3 = seaweedfs.config()
-    client = await aiohttp_client(
-        create_app(
-            audio_settings.replace(
-                blob_store="s3",
-                s3_endpoint_url=s3.endpoint_url,
-                s3_bucket=s3.bucket,
-                s3_region=s3.region,
-                s3_access_key_id=s3.access_key_id,
-                s3_secret_access_key=s3.secret_access_key,
-            )
-        )
-    )
+    client = await aiohttp_client(create_app(seaweedfs.settings(audio_settings)))
     await _check(client, api_key, tmp_path)
