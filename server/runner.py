@@ -8,6 +8,7 @@ from the model's own initializers, so a re-export with other scales keeps workin
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from models.heads.features import FeatureSpec, spec_from_name
+from models.heads.metrics import EventRule
 from models.yamnet.checkset import Agreement, agreement, check_patches, load_reference
 from models.yamnet.embedding_meta import (
     EMBEDDING_DIMS,
@@ -38,12 +41,14 @@ from models.yamnet.variant_meta import (
 
 __all__ = [
     "EmbeddingRunner",
+    "HeadRunner",
     "ModelLoadError",
     "OnnxRunner",
     "QuantParams",
     "check_runner",
     "choose_providers",
     "load_embedding_runner",
+    "load_head_runner",
     "load_runner",
 ]
 
@@ -358,3 +363,82 @@ def load_embedding_runner(model_dir: Path) -> EmbeddingRunner | None:
         )
         return None
     return EmbeddingRunner(path)
+
+
+_HEAD_INPUT = "features"
+_HEAD_OUTPUT = "probabilities"
+_HEAD_CHUNK_FRAMES = 65536  # bounded memory on a long file; the context spans chunk joins
+
+
+class HeadRunner:
+    """A custom detector (``models.heads.export``) on the CPU with one thread: frames
+    ``[frames, width]`` -> probabilities ``[frames, types]``. Everything needed to use it comes
+    from the model's own metadata: its artifact types in output order, each type's
+    frames-to-events rule, the feature spec it was trained on and its context reach. Heads are
+    a few thousand multiply-adds per 10 ms frame, so the GPU would cost more in transfers than
+    it saves; ``run`` is thread-safe."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model_bytes, options, providers=[CPU_PROVIDER])
+            meta = {
+                key: _json_value(value)
+                for key, value in self._session.get_modelmeta().custom_metadata_map.items()
+            }
+            self.artifact_types: tuple[str, ...] = tuple(meta["artifact_types"])
+            self.spec: FeatureSpec = spec_from_name(meta["feature_spec"]["name"])
+            self.context_frames = int(meta["context_frames"])
+            hop_ms, offset_ms = float(meta["frame_hop_ms"]), float(meta["cell_offset_ms"])
+            self.rules: tuple[EventRule, ...] = tuple(
+                EventRule(float(t), float(m), float(d), hop_ms, offset_ms, float(on), float(off))
+                for t, m, d, on, off in zip(
+                    meta["thresholds"],
+                    meta["merge_window_ms"],
+                    meta["min_duration_ms"],
+                    meta["onset_shift_ms"],
+                    meta["offset_shift_ms"],
+                    strict=True,
+                )
+            )
+        except Exception as exc:  # not a tympan head, or one this server cannot read
+            raise ModelLoadError(f"not a usable custom detector model: {exc}") from exc
+        inputs = self._session.get_inputs()
+        if [i.name for i in inputs] != [_HEAD_INPUT] or inputs[0].shape[1] != self.spec.width:
+            raise ModelLoadError("not a usable custom detector model: unexpected input")
+
+    def run(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Per-frame probabilities for one file's (or one stretch's) consecutive frames; the
+        first and last ``context_frames`` see zeros (the training mean) beyond the ends."""
+        frames = np.ascontiguousarray(features, dtype=np.float32)
+        if frames.shape[0] <= _HEAD_CHUNK_FRAMES:
+            return self._run(frames)
+        reach = self.context_frames
+        parts = []
+        for start in range(0, frames.shape[0], _HEAD_CHUNK_FRAMES):
+            stop = min(frames.shape[0], start + _HEAD_CHUNK_FRAMES)
+            lo, hi = max(0, start - reach), min(frames.shape[0], stop + reach)
+            out = self._run(frames[lo:hi])
+            parts.append(out[start - lo : start - lo + stop - start])
+        return np.concatenate(parts)
+
+    def _run(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if frames.shape[0] == 0:
+            return np.empty((0, len(self.artifact_types)), dtype=np.float32)
+        out = self._session.run([_HEAD_OUTPUT], {_HEAD_INPUT: frames})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def _json_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_head_runner(model_bytes: bytes) -> HeadRunner:
+    """A custom detector's runner from its ONNX file; ``ModelLoadError`` if it is not one."""
+    return HeadRunner(model_bytes)

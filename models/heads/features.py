@@ -31,6 +31,7 @@ __all__ = [
     "FeatureSpec",
     "frame_features",
     "sample_features",
+    "spec_from_name",
 ]
 
 Features = npt.NDArray[np.float32]
@@ -90,6 +91,16 @@ class FeatureSpec:
 
 LOG_MEL = FeatureSpec(sample_features=False)
 WITH_SAMPLE_FEATURES = FeatureSpec()
+_SPECS = {spec.name: spec for spec in (LOG_MEL, WITH_SAMPLE_FEATURES)}
+
+
+def spec_from_name(name: str) -> FeatureSpec:
+    """The spec an exported head names in its metadata (``feature_spec.name``), so that a
+    server computes exactly the frames the head was trained on."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown feature spec {name!r} (known: {', '.join(_SPECS)})") from None
 
 
 def _lpc(frames: npt.NDArray[np.float64], order: int) -> npt.NDArray[np.float64]:
