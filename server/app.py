@@ -1,8 +1,8 @@
 """``create_app(settings)``: the whole server, assembled with aiohttp cleanup contexts so that
 start-up happens in order and teardown in reverse, only for what started.
 
-Order: blob store -> store -> model (loaded and warmed) -> scheduler and engine -> sessions
-recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
+Order: blob store -> store and the custom detector models (repository, loader) -> model
+(loaded and warmed) -> scheduler and engine -> sessions recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
 (repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
 (repositories, form signer, processor with interrupted files requeued) -> datasets and
 annotation sets (which remove a dataset's audio files through the audio files' service).
@@ -34,6 +34,7 @@ from server.appkeys import (
     ANNOTATIONS,
     BLOBS,
     DATASETS,
+    DETECTOR_MODELS,
     ENGINE,
     ENGINE_STATE,
     EVENTS,
@@ -57,6 +58,8 @@ from server.datasets.audio_routes import AUDIO_FILES, audio_routes
 from server.datasets.repository import SqliteAudioFileRepository, SqliteDatasetRepository
 from server.datasets.routes import dataset_routes
 from server.datasets.service import DatasetService
+from server.detectors.loader import ModelLoader
+from server.detectors.repository import SqliteModelRepository
 from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
@@ -142,6 +145,9 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
     webhooks: WebhookDispatcher | None = None
     try:
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # see Settings
+        models = SqliteModelRepository(store_thread)
+        await models.prepare()
+        app[DETECTOR_MODELS] = ModelLoader(models, app[BLOBS])
         loop = asyncio.get_running_loop()
         model_dir = _model_dir(settings)
         runner = await loop.run_in_executor(

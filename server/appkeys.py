@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from server.auth import KeyDirectory
     from server.datasets.annotation_service import AnnotationService
     from server.datasets.service import DatasetService
+    from server.detectors.loader import ModelLoader
     from server.engine import InferenceEngine
     from server.event_reads import EventReads
     from server.jobs.service import JobService
@@ -26,6 +27,7 @@ __all__ = [
     "ANNOTATIONS",
     "BLOBS",
     "DATASETS",
+    "DETECTOR_MODELS",
     "ENGINE",
     "ENGINE_STATE",
     "EVENTS",
@@ -66,3 +68,4 @@ JOBS: web.AppKey[JobService] = web.AppKey("jobs")
 DATASETS: web.AppKey[DatasetService] = web.AppKey("datasets")
 ANNOTATIONS: web.AppKey[AnnotationService] = web.AppKey("annotations")
 ENGINE: web.AppKey[InferenceEngine] = web.AppKey("engine")
+DETECTOR_MODELS: web.AppKey[ModelLoader] = web.AppKey("detector_models")
