@@ -8,8 +8,9 @@ that crashes on a hostile file takes this process down, not the server.
 
 The functions below run in the single worker of a ``ProcessPoolExecutor`` (spawned, so no
 state of the server is inherited); calls arrive in order and the normaliser in hand stays in
-this module between them. A child whose server died (SIGKILL) stops at its next call instead of
-writing on, since the server's successor starts the file over.
+this module between them. A child whose server died (SIGKILL) exits within half a second
+(``server.childproc``), and at its next call in any case, since the server's successor starts
+the file over.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from pathlib import Path
 
 from server.audio import AudioFormat, DecodeLimits
+from server.childproc import exit_with_parent
 from server.datasets.audio_normalise import Embed, Normalised, Normaliser
 
 __all__ = ["discard", "feed_chunk", "feed_file", "finish", "init", "start"]
@@ -27,8 +29,9 @@ _state: dict[str, object] = {}
 
 
 def init(model_dir: str | None, nice: int) -> None:
-    """Pool initializer: lower the priority, note the parent, load the embedding graph."""
+    """Pool initializer: end with the server, lower the priority, load the embedding graph."""
     _state["parent"] = os.getppid()
+    exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(nice)
     embed: Embed | None = None
