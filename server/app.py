@@ -68,7 +68,7 @@ from server.jobs.repository import SqliteJobRepository
 from server.jobs.routes import job_routes
 from server.jobs.runner import JobRunner
 from server.jobs.service import JobService, view
-from server.jobs.sound_events import SoundEventsJob
+from server.jobs.sound_events import SoundEventsHandler, SoundEventsJob
 from server.jobs.webhooks import JobWebhooks
 from server.logredact import install_redaction
 from server.media.grants import UploadSigner
@@ -319,8 +319,7 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
     webhooks = JobWebhooks(settings, repository, webhook_key, lambda job: view(job).to_dict())
     runner = JobRunner(
         repository,
-        SqliteMediaRepository(store),
-        SoundEventsJob(engine, app[BLOBS]),
+        SoundEventsHandler(SqliteMediaRepository(store), SoundEventsJob(engine, app[BLOBS])),
         workers=settings.job_workers,
         lease_s=settings.job_lease_s,
         output_retention_s=settings.job_output_retention_s,
