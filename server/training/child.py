@@ -88,7 +88,12 @@ def _train(conn: Connection, request: ChildRequest, parent: int) -> ChildResult:
     rate_hz = WITH_SAMPLE_FEATURES.params.sample_rate_hz
     files = []
     for audio_id, path, events in request.files:
-        samples, file_rate_hz = soundfile.read(path, dtype="float32", always_2d=True)
+        try:
+            samples, file_rate_hz = soundfile.read(path, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+            raise ValueError(
+                f"the processed audio of file {audio_id} cannot be read ({exc})"
+            ) from None
         if file_rate_hz != rate_hz:
             raise ValueError(f"audio file {audio_id} is at {file_rate_hz} Hz, not {rate_hz} Hz")
         files.append(AnnotatedFile.build(audio_id, events, samples=samples.mean(axis=1)))

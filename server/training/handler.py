@@ -22,6 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +190,11 @@ class TrainingHandler:
         percent = _FETCHED_PERCENT
         try:
             while True:
-                while receiver.poll():
+                if receiver.poll():
                     try:
                         message = await asyncio.to_thread(receiver.recv)
-                    except EOFError:
-                        break
+                    except EOFError:  # it ended without a word: killed, or crashed
+                        raise JobFailed(await _crashed(process)) from None
                     if message[0] == "done":
                         result: child.ChildResult = message[1]
                         return result
@@ -202,10 +203,9 @@ class TrainingHandler:
                     _, epoch, epochs = message
                     span = _TRAINED_PERCENT - _FETCHED_PERCENT
                     percent = _FETCHED_PERCENT + span * epoch / epochs
+                    continue
                 if not process.is_alive() and not receiver.poll():
-                    raise JobFailed(
-                        f"the training process stopped unexpectedly (exit code {process.exitcode})"
-                    )
+                    raise JobFailed(await _crashed(process))
                 if not await progress(percent):
                     raise JobFailed("canceled")
                 await asyncio.sleep(_POLL_S)
@@ -214,6 +214,11 @@ class TrainingHandler:
                 process.kill()
             await asyncio.to_thread(process.join, _JOIN_S)
             receiver.close()
+
+
+async def _crashed(process: BaseProcess) -> str:
+    await asyncio.to_thread(process.join, _JOIN_S)
+    return f"the training process stopped unexpectedly (exit code {process.exitcode})"
 
 
 def _output(model: DetectorModelRecord) -> dict[str, Any]:
