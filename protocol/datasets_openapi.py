@@ -1,5 +1,5 @@
 """The OpenAPI 3.0.3 document of tympan's Datasets API (Relay style): datasets, their artifact
-types, annotation sets and annotations. Served at ``GET /api/v1/datasets/openapi.json``, a
+types, annotation sets and annotations, audio files, training jobs and models. Served at ``GET /api/v1/datasets/openapi.json``, a
 document of its own beside the session API's (``/api/v1/openapi.json``) and the /v1 API's.
 
 The component schemas are generated from the wire types (``protocol.datasets``,
@@ -34,6 +34,7 @@ from protocol.datasets import (
     UpdateDataset,
 )
 from protocol.errors import GenericError
+from protocol.training_openapi import training_paths, training_schemas
 from protocol.wire import query_parameters, schema_ref, schemas
 
 __all__ = ["datasets_openapi_document"]
@@ -290,7 +291,8 @@ def _merged(own: dict[str, Schema], audio: dict[str, Schema]) -> dict[str, Schem
 
 def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
     """The document, for a server whose Datasets API lives at ``server_url``: datasets,
-    annotation sets and (from ``protocol.audio_files_openapi``) the datasets' audio files."""
+    annotation sets, (from ``protocol.audio_files_openapi``) the datasets' audio files and
+    (from ``protocol.training_openapi``) training jobs and models."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -302,10 +304,14 @@ def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
         "tags": [
             {"name": "datasets", "description": "Datasets and annotation sets."},
             {"name": "dataset audio", "description": "A dataset's audio files."},
+            {"name": "training jobs", "description": "Training a detector on a published set."},
+            {"name": "models", "description": "The detectors training jobs made."},
         ],
-        "paths": {**_paths(), **audio_files_paths()},
+        "paths": {**_paths(), **audio_files_paths(), **training_paths()},
         "components": {
-            "schemas": _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()),
+            "schemas": _merged(
+                _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()), training_schemas()
+            ),
             "responses": {
                 f"E{status}": _json(description, schema_ref(GenericError))
                 for status, description in _ERRORS.items()

@@ -5,7 +5,8 @@ Order: blob store -> store and the custom detector models (repository, loader) -
 (loaded and warmed) -> scheduler and engine -> sessions recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
 (repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
 (repositories, form signer, processor with interrupted files requeued) -> datasets and
-annotation sets (which remove a dataset's audio files through the audio files' service).
+annotation sets (which remove a dataset's audio files through the audio files' service) ->
+training jobs and models (``server.training.context``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from server.jobs.repository import SqliteJobRepository
 from server.jobs.routes import job_routes
 from server.jobs.runner import JobRunner
 from server.jobs.service import JobService, view
-from server.jobs.sound_events import SoundEventsJob
+from server.jobs.sound_events import SoundEventsHandler, SoundEventsJob
 from server.jobs.webhooks import JobWebhooks
 from server.logredact import install_redaction
 from server.media.grants import UploadSigner
@@ -83,6 +84,8 @@ from server.storage.factory import make_blob_store
 from server.storage.local import LocalBlobStore
 from server.store import Store, StoreThread
 from server.tagging import SENSITIVITY_STEP_LOGIT, Tagger, official_tags
+from server.training.context import training_context
+from server.training.routes import training_routes
 from server.webhooks import WebhookDispatcher
 
 __all__ = ["create_app", "silence_probabilities"]
@@ -109,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(job_routes)
     app.add_routes(audio_routes)
     app.add_routes(dataset_routes)
+    app.add_routes(training_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_blob_context)
@@ -117,6 +121,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_jobs_context)
     app.cleanup_ctx.append(audio_files_context)
     app.cleanup_ctx.append(_datasets_context)
+    app.cleanup_ctx.append(training_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 
@@ -319,8 +324,7 @@ async def _jobs_context(app: web.Application) -> AsyncIterator[None]:
     webhooks = JobWebhooks(settings, repository, webhook_key, lambda job: view(job).to_dict())
     runner = JobRunner(
         repository,
-        SqliteMediaRepository(store),
-        SoundEventsJob(engine, app[BLOBS]),
+        SoundEventsHandler(SqliteMediaRepository(store), SoundEventsJob(engine, app[BLOBS])),
         workers=settings.job_workers,
         lease_s=settings.job_lease_s,
         output_retention_s=settings.job_output_retention_s,

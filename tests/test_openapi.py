@@ -503,7 +503,7 @@ def test_media_document_is_valid_openapi_30() -> None:
 
 def test_datasets_document_is_valid_openapi_30() -> None:
     """The Datasets API's own document (GET /api/v1/datasets/openapi.json), with the
-    datasets' audio files."""
+    datasets' audio files, training jobs and models."""
     document = datasets_openapi_document()
     OpenAPIV30SpecValidator(document).validate()
     assert json.loads(json.dumps(document)) == document
@@ -536,6 +536,14 @@ def test_datasets_document_is_valid_openapi_30() -> None:
         "listAudioFiles",
         "getAudioFile",
         "deleteAudioFile",
+        "createTrainingJob",
+        "listTrainingJobs",
+        "getTrainingJob",
+        "cancelTrainingJob",
+        "listModels",
+        "getModel",
+        "deleteModel",
+        "downloadModel",
     }
     assert "Negative evidence" in document["info"]["description"]
 

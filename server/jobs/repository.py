@@ -21,7 +21,11 @@ from typing import Any, Protocol
 from protocol.jobs import CANCELED, CREATED, FAILED, PENDING, RUNNING, SUCCEEDED
 from server.store import Store, StoreThread
 
-__all__ = ["JobRecord", "JobRepository", "SqliteJobRepository"]
+__all__ = ["JobRecord", "JobRepository", "Kinds", "SqliteJobRepository"]
+
+# Which kinds of job a call is about (None: every kind). The jobs of every API share the table;
+# each API reads, lists and claims only its own kinds.
+Kinds = tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,23 @@ class JobRepository(Protocol):
         inserted."""
         ...
 
-    async def get(self, team: str, job_id: str) -> JobRecord | None: ...
-
-    async def page(self, team: str, take: int, skip: int) -> list[JobRecord]:
-        """The team's jobs, newest first."""
+    async def get(self, team: str, job_id: str, kinds: Kinds = None) -> JobRecord | None:
+        """The team's job (of one of ``kinds``, if given)."""
         ...
 
-    async def claim(self, owner: str, now_s: float, lease_s: float) -> JobRecord | None:
-        """The oldest pending job, now running under ``owner``'s lease (attempts + 1)."""
+    async def page(self, team: str, take: int, skip: int, kinds: Kinds = None) -> list[JobRecord]:
+        """The team's jobs (of ``kinds``, if given), newest first."""
+        ...
+
+    async def count(self, team: str, kinds: Kinds = None) -> int:
+        """How many jobs ``page`` pages through."""
+        ...
+
+    async def claim(
+        self, owner: str, now_s: float, lease_s: float, kinds: Kinds = None
+    ) -> JobRecord | None:
+        """The oldest pending job (of ``kinds``, if given: a runner takes only the kinds it
+        runs), now running under ``owner``'s lease (attempts + 1)."""
         ...
 
     async def renew(
@@ -86,8 +99,11 @@ class JobRepository(Protocol):
         """The terminal status and the output in one UPDATE, only if still this owner's."""
         ...
 
-    async def cancel(self, team: str, job_id: str, now_s: float) -> JobRecord | None:
-        """Cancel an unfinished job; the job as it is afterwards (None: no such job)."""
+    async def cancel(
+        self, team: str, job_id: str, now_s: float, kinds: Kinds = None
+    ) -> JobRecord | None:
+        """Cancel an unfinished job (of ``kinds``, if given); the job as it is afterwards
+        (None: no such job)."""
         ...
 
     async def requeue_expired(self, now_s: float) -> int:
@@ -167,6 +183,19 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def _of_kinds(kinds: Kinds) -> tuple[str, tuple[str, ...]]:
+    """A ``WHERE`` term (after ``AND``) and its parameters that keep ``kinds``."""
+    if kinds is None:
+        return "1", ()
+    return f"kind IN ({', '.join('?' * len(kinds))})", tuple(kinds)
+
+
+def _mine(record: JobRecord | None, team: str, kinds: Kinds) -> JobRecord | None:
+    if record is None or record.team != team:
+        return None
+    return record if kinds is None or record.kind in kinds else None
+
+
 def _one(store: Store, job_id: str) -> JobRecord | None:
     row = store.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     return None if row is None else _record(row)
@@ -212,37 +241,49 @@ class SqliteJobRepository:
         def write(store: Store) -> bool:
             cursor = store.execute(
                 f"INSERT INTO jobs({_COLUMNS}) SELECT {placeholders} WHERE (SELECT COUNT(*) "
-                "FROM jobs WHERE team = ? AND status IN (?, ?, ?)) < ?",
-                (*values, record.team, CREATED, PENDING, RUNNING, limit),
+                "FROM jobs WHERE team = ? AND kind = ? AND status IN (?, ?, ?)) < ?",
+                (*values, record.team, record.kind, CREATED, PENDING, RUNNING, limit),
             )
             return cursor.rowcount > 0
 
         return await self._store.write(write)
 
-    async def get(self, team: str, job_id: str) -> JobRecord | None:
-        def read(store: Store) -> JobRecord | None:
-            record = _one(store, job_id)
-            return record if record is not None and record.team == team else None
+    async def get(self, team: str, job_id: str, kinds: Kinds = None) -> JobRecord | None:
+        return await self._store.read(lambda store: _mine(_one(store, job_id), team, kinds))
 
-        return await self._store.read(read)
+    async def page(self, team: str, take: int, skip: int, kinds: Kinds = None) -> list[JobRecord]:
+        of_kinds, params = _of_kinds(kinds)
 
-    async def page(self, team: str, take: int, skip: int) -> list[JobRecord]:
         def read(store: Store) -> list[JobRecord]:
             rows = store.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE team = ? "
+                f"SELECT {_COLUMNS} FROM jobs WHERE team = ? AND {of_kinds} "
                 "ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?",
-                (team, take, skip),
+                (team, *params, take, skip),
             ).fetchall()
             return [_record(row) for row in rows]
 
         return await self._store.read(read)
 
-    async def claim(self, owner: str, now_s: float, lease_s: float) -> JobRecord | None:
+    async def count(self, team: str, kinds: Kinds = None) -> int:
+        of_kinds, params = _of_kinds(kinds)
+
+        def read(store: Store) -> int:
+            sql = f"SELECT COUNT(*) FROM jobs WHERE team = ? AND {of_kinds}"
+            return int(store.execute(sql, (team, *params)).fetchone()[0])
+
+        return await self._store.read(read)
+
+    async def claim(
+        self, owner: str, now_s: float, lease_s: float, kinds: Kinds = None
+    ) -> JobRecord | None:
+        of_kinds, params = _of_kinds(kinds)
+
         def claim(store: Store) -> JobRecord | None:
             while True:
                 row = store.execute(
-                    "SELECT job_id FROM jobs WHERE status = ? ORDER BY created_at, job_id LIMIT 1",
-                    (PENDING,),
+                    f"SELECT job_id FROM jobs WHERE status = ? AND {of_kinds} "
+                    "ORDER BY created_at, job_id LIMIT 1",
+                    (PENDING, *params),
                 ).fetchone()
                 if row is None:
                     return None
@@ -297,17 +338,20 @@ class SqliteJobRepository:
 
         return await self._store.write(finish)
 
-    async def cancel(self, team: str, job_id: str, now_s: float) -> JobRecord | None:
+    async def cancel(
+        self, team: str, job_id: str, now_s: float, kinds: Kinds = None
+    ) -> JobRecord | None:
+        of_kinds, params = _of_kinds(kinds)
+
         def cancel(store: Store) -> JobRecord | None:
             store.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, lease_owner = NULL, "
                 "lease_expires_at = NULL, "
                 "webhook_pending = json_extract(input, '$.webhook') IS NOT NULL "
-                "WHERE job_id = ? AND team = ? AND status IN (?, ?, ?)",
-                (CANCELED, now_s, now_s, job_id, team, *_UNFINISHED),
+                f"WHERE job_id = ? AND team = ? AND status IN (?, ?, ?) AND {of_kinds}",
+                (CANCELED, now_s, now_s, job_id, team, *_UNFINISHED, *params),
             )
-            record = _one(store, job_id)
-            return record if record is not None and record.team == team else None
+            return _mine(_one(store, job_id), team, kinds)
 
         return await self._store.write(cancel)
 

@@ -33,6 +33,8 @@ __all__ = ["JobService", "view"]
 
 log = logging.getLogger(__name__)
 
+_KINDS = (SOUND_EVENTS,)  # the kinds this API shows: other APIs' jobs share the table
+
 
 def view(record: JobRecord, now_s: float | None = None) -> JobView:
     now_s = time.time() if now_s is None else now_s
@@ -104,7 +106,7 @@ class JobService:
         return to_wire(JobCreated(record.job_id, PENDING))
 
     async def get(self, key: str | None, job_id: str) -> dict[str, Any]:
-        record = await self._repository.get(self._team(key), job_id)
+        record = await self._repository.get(self._team(key), job_id, _KINDS)
         if record is None:
             raise NotFound("no job with this id")
         return view(record, self._clock()).to_dict()
@@ -112,7 +114,7 @@ class JobService:
     async def page(self, key: str | None, query: Mapping[str, str]) -> dict[str, Any]:
         team = self._team(key)
         wanted = parse_query(JobsQuery, query)
-        records = await self._repository.page(team, wanted.take, wanted.skip)
+        records = await self._repository.page(team, wanted.take, wanted.skip, _KINDS)
         now_s = self._clock()
         return to_wire(
             JobPage(
@@ -123,7 +125,7 @@ class JobService:
         )
 
     async def cancel(self, key: str | None, job_id: str) -> dict[str, Any]:
-        record = await self._repository.cancel(self._team(key), job_id, self._clock())
+        record = await self._repository.cancel(self._team(key), job_id, self._clock(), _KINDS)
         if record is None:
             raise NotFound("no job with this id")
         self._on_canceled()  # its webhook, if it has one, is due

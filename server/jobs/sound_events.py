@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol.jobs import JOB_HOP_S, JobEvent, SoundEventsInput, SoundEventsOutput
+from protocol.errors import NotFound
+from protocol.jobs import JOB_HOP_S, SOUND_EVENTS, JobEvent, SoundEventsInput, SoundEventsOutput
 from protocol.messages import SenseEvent, SenseEventTag
 from server.audio import AudioFormat, AudioLimitError, DecodeError, parse_content_type
 from server.audio.formats import MIME_MP4
@@ -27,12 +28,15 @@ from server.audio.sniff import CONTAINER_MIMES, SNIFF_BYTES, sniff_container
 from server.engine import InferenceEngine
 from server.event_log import rules_for
 from server.events import EventTracker
+from server.jobs.repository import JobRecord
+from server.media.repository import MediaRepository
 from server.pipeline import AudioPipeline, WindowBatch, split_batch
 from server.storage import BlobNotFound, BlobStore, team_key
 
-__all__ = ["JobFailed", "SoundEventsJob"]
+__all__ = ["JobFailed", "SoundEventsHandler", "SoundEventsJob"]
 
 _MIME_OF = CONTAINER_MIMES
+_MEDIA_DELETED = "the media was deleted before the job ran"
 HOP_S = JOB_HOP_S
 _WINDOWS_PER_SUBMIT = 256  # as a file session submits: one chunk never floods the queue
 
@@ -160,3 +164,24 @@ class SoundEventsJob:
             loud = ~quiet
             result[loud] = await engine.scheduler.submit(batch.patches[loud], live=False)
         return result
+
+
+class SoundEventsHandler:
+    """The ``JobHandler`` of ``sound-events`` jobs: the job's media looked up, then analysed."""
+
+    kinds = (SOUND_EVENTS,)
+    internal_error = "internal error while analysing the media"
+
+    def __init__(self, media: MediaRepository, analysis: SoundEventsJob) -> None:
+        self._media = media
+        self._analysis = analysis
+
+    async def run(self, job: JobRecord, progress: Progress) -> dict[str, Any]:
+        params = SoundEventsInput.from_body(job.input)
+        media = await self._media.get(job.team, params.object_key)
+        if media is None:
+            raise JobFailed(_MEDIA_DELETED)
+        try:
+            return await self._analysis.run(job.team, params, media.size_bytes, progress)
+        except NotFound:
+            raise JobFailed(_MEDIA_DELETED) from None
