@@ -61,9 +61,10 @@ FileStatus = Literal["pending", "processing", "completed", "failed"]
 _Milliseconds = Annotated[float, Field(ge=0, le=MAX_RULE_MS)]
 
 
-def _no_bool(value: object) -> object:
-    """JSON's ``true`` is not a number (pydantic would read it as 1)."""
-    if isinstance(value, bool):
+def _number(value: object) -> object:
+    """A JSON number or null: pydantic's lax mode would read ``true`` as 1 and ``"50"`` as 50,
+    which the schema does not allow."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise ValueError("not a number")
     return value
 
@@ -76,19 +77,19 @@ class InferenceConfig:
 
     threshold: Annotated[
         Annotated[float, Field(gt=0, lt=1)] | None,
-        BeforeValidator(_no_bool),
+        BeforeValidator(_number),
         Field(description="A frame passes when its probability is above this."),
         reworded("must be a number strictly between 0 and 1"),
     ] = None
     merge_window_ms: Annotated[
         _Milliseconds | None,
-        BeforeValidator(_no_bool),
+        BeforeValidator(_number),
         Field(description="Detections of a type this close merge into one."),
         reworded(f"must be a number of milliseconds from 0 to {MAX_RULE_MS:g}"),
     ] = None
     min_duration_ms: Annotated[
         _Milliseconds | None,
-        BeforeValidator(_no_bool),
+        BeforeValidator(_number),
         Field(description="Detections shorter than this are dropped."),
         reworded(f"must be a number of milliseconds from 0 to {MAX_RULE_MS:g}"),
     ] = None
