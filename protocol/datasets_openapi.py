@@ -34,6 +34,7 @@ from protocol.datasets import (
     UpdateDataset,
 )
 from protocol.errors import GenericError
+from protocol.inference_openapi import INFERENCE_TAG, inference_paths, inference_schemas
 from protocol.wire import query_parameters, schema_ref, schemas
 
 __all__ = ["datasets_openapi_document"]
@@ -290,7 +291,8 @@ def _merged(own: dict[str, Schema], audio: dict[str, Schema]) -> dict[str, Schem
 
 def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
     """The document, for a server whose Datasets API lives at ``server_url``: datasets,
-    annotation sets and (from ``protocol.audio_files_openapi``) the datasets' audio files."""
+    annotation sets, (from ``protocol.audio_files_openapi``) the datasets' audio files and (from
+    ``protocol.inference_openapi``) inference jobs."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -302,10 +304,13 @@ def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
         "tags": [
             {"name": "datasets", "description": "Datasets and annotation sets."},
             {"name": "dataset audio", "description": "A dataset's audio files."},
+            INFERENCE_TAG,
         ],
-        "paths": {**_paths(), **audio_files_paths()},
+        "paths": {**_paths(), **audio_files_paths(), **inference_paths()},
         "components": {
-            "schemas": _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()),
+            "schemas": _merged(
+                _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()), inference_schemas()
+            ),
             "responses": {
                 f"E{status}": _json(description, schema_ref(GenericError))
                 for status, description in _ERRORS.items()

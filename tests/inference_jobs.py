@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from server.appkeys import BLOBS, DETECTOR_MODELS, KEYS
 from server.detectors.repository import DetectorModelRecord
 from tests.detector_fixtures import RATE_HZ, click_and_pause_audio, install_model
+from tests.test_datasets import check_documented
 
 __all__ = [
     "CLICKS_S",
@@ -125,6 +126,7 @@ class Inference:
         )
         body = None if response.status == 204 else await response.json()
         assert response.status == expect, body
+        check_documented(method, "/inference-jobs" + path.partition("?")[0], response.status, body)
         return body
 
     async def create(self, model_id: str, expect: int = 201, **body: Any) -> Any:
