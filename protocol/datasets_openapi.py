@@ -34,6 +34,7 @@ from protocol.datasets import (
     UpdateDataset,
 )
 from protocol.errors import GenericError
+from protocol.inference_openapi import INFERENCE_TAG, inference_paths, inference_schemas
 from protocol.training_openapi import training_paths, training_schemas
 from protocol.wire import query_parameters, schema_ref, schemas
 
@@ -291,8 +292,9 @@ def _merged(own: dict[str, Schema], audio: dict[str, Schema]) -> dict[str, Schem
 
 def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
     """The document, for a server whose Datasets API lives at ``server_url``: datasets,
-    annotation sets, (from ``protocol.audio_files_openapi``) the datasets' audio files and
-    (from ``protocol.training_openapi``) training jobs and models."""
+    annotation sets, (from ``protocol.audio_files_openapi``) the datasets' audio files, (from
+    ``protocol.training_openapi``) training jobs and models and (from
+    ``protocol.inference_openapi``) inference jobs."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -306,11 +308,16 @@ def datasets_openapi_document(server_url: str = "/api/v1") -> dict[str, Any]:
             {"name": "dataset audio", "description": "A dataset's audio files."},
             {"name": "training jobs", "description": "Training a detector on a published set."},
             {"name": "models", "description": "The detectors training jobs made."},
+            INFERENCE_TAG,
         ],
-        "paths": {**_paths(), **audio_files_paths(), **training_paths()},
+        "paths": {**_paths(), **audio_files_paths(), **training_paths(), **inference_paths()},
         "components": {
             "schemas": _merged(
-                _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()), training_schemas()
+                _merged(
+                    _merged(schemas(REQUESTS, RESPONSES), audio_files_schemas()),
+                    training_schemas(),
+                ),
+                inference_schemas(),
             ),
             "responses": {
                 f"E{status}": _json(description, schema_ref(GenericError))

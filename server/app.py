@@ -2,11 +2,12 @@
 start-up happens in order and teardown in reverse, only for what started.
 
 Order: blob store -> store and the custom detector models (repository, loader) -> model
-(loaded and warmed) -> scheduler and engine -> sessions recovered -> inactivity sweeper -> media (repository, upload signer, retention sweeper) -> jobs
-(repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
+(loaded and warmed) -> scheduler and engine -> sessions recovered -> inactivity sweeper ->
+media (repository, upload signer, retention sweeper) -> jobs (repository, expired leases requeued, runner, webhooks, output sweeper) -> dataset audio files
 (repositories, form signer, processor with interrupted files requeued) -> datasets and
 annotation sets (which remove a dataset's audio files through the audio files' service) ->
-training jobs and models (``server.training.context``).
+training jobs and models (``server.training.context``) -> inference jobs (repository, worker
+with interrupted files requeued).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ from server.engine import EngineConfig, InferenceEngine
 from server.errors import error_middleware
 from server.event_reads import EventReads
 from server.handlers import routes
+from server.inference.context import inference_context
+from server.inference.routes import inference_routes
 from server.jobs.repository import SqliteJobRepository
 from server.jobs.routes import job_routes
 from server.jobs.runner import JobRunner
@@ -113,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(audio_routes)
     app.add_routes(dataset_routes)
     app.add_routes(training_routes)
+    app.add_routes(inference_routes)
     if settings.cors_origins.strip():
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_blob_context)
@@ -122,6 +126,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(audio_files_context)
     app.cleanup_ctx.append(_datasets_context)
     app.cleanup_ctx.append(training_context)
+    app.cleanup_ctx.append(inference_context)
     app.on_shutdown.append(_end_live_feeds)
     return app
 

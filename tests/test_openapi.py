@@ -544,6 +544,14 @@ def test_datasets_document_is_valid_openapi_30() -> None:
         "getModel",
         "deleteModel",
         "downloadModel",
+        "createInferenceJob",
+        "listInferenceJobs",
+        "getInferenceJob",
+        "deleteInferenceJob",
+        "cancelInferenceJob",
+        "createInferenceUploadUrl",
+        "confirmInferenceUpload",
+        "addInferenceMediaFile",
     }
     assert "Negative evidence" in document["info"]["description"]
 

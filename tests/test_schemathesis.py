@@ -37,9 +37,11 @@ from protocol.datasets_openapi import datasets_openapi_document
 from protocol.media_openapi import media_openapi_document
 from protocol.openapi import openapi_document
 from server.app import create_app
+from server.appkeys import BLOBS, DETECTOR_MODELS, KEYS
 from server.config import Settings
 from server.serve import MAX_REQUEST_LINE_BYTES
 from tests.conftest import make_key
+from tests.detector_fixtures import install_model
 
 # TYMPAN_SCHEMATHESIS_EXAMPLES raises the count for a longer, manual run.
 MAX_EXAMPLES = int(os.environ.get("TYMPAN_SCHEMATHESIS_EXAMPLES", "30"))
@@ -98,12 +100,23 @@ class _ServerThread:
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
 
+    def install_model(self, key: str) -> str:
+        """The tiny trained head as a model of ``key``'s team; its id."""
+        assert self._server is not None
+        app = self._server.app
+        team = str(app[KEYS].authenticate(key).key_id)
+        model = install_model(app[DETECTOR_MODELS].repository, app[BLOBS], team)
+        return str(self._run(model).model_id)
+
     def stop(self) -> None:
         if self._server is not None:
             self._run(self._server.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+_SERVERS: dict[str, _ServerThread] = {}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +127,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     key = make_key(data_dir, "schemathesis")
     server = _ServerThread(app_settings)
     base_url = server.start()
+    _SERVERS[base_url] = server
     try:
         yield base_url, key
     finally:
@@ -291,6 +305,24 @@ def _new_set(base_url: str, key: str, dataset_id: str) -> str:
     return str(response.json()["id"])
 
 
+@pytest.fixture(scope="module")
+def inference_model(live: tuple[str, str]) -> str:
+    """A model of the key's team, so that generated inference jobs can be real ones."""
+    base_url, key = live
+    return _SERVERS[base_url].install_model(key)
+
+
+def _new_inference_job(base_url: str, key: str, model_id: str) -> str:
+    response = requests.post(
+        f"{base_url}/inference-jobs",
+        json={"model_id": model_id},
+        headers={"x-api-key": key},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
 def _datasets_operations() -> list[tuple[str, str, GenerationMode]]:
     """As for the session API: DELETE's only inputs are ids, replaced by real ones."""
     return [
@@ -306,10 +338,16 @@ def _datasets_operations() -> list[tuple[str, str, GenerationMode]]:
 
 @pytest.mark.parametrize(("method", "path", "mode"), _datasets_operations())
 def test_datasets_api_conforms_to_its_document(
-    datasets_schema: Any, live: tuple[str, str], method: str, path: str, mode: GenerationMode
+    datasets_schema: Any,
+    live: tuple[str, str],
+    inference_model: str,
+    method: str,
+    path: str,
+    mode: GenerationMode,
 ) -> None:
-    """Operations on ``{dataset_id}`` and ``{set_id}`` get a fresh dataset and draft set, so
-    they reach real ones instead of stopping at 404 (an annotation id stays generated)."""
+    """Operations on ``{dataset_id}`` and ``{set_id}`` get a fresh dataset and draft set, and
+    those on ``{job_id}`` a fresh inference job on a real model, so they reach real ones
+    instead of stopping at 404 (an annotation id stays generated)."""
     base_url, key = live
     operation = datasets_schema[path][method]
 
@@ -323,6 +361,8 @@ def test_datasets_api_conforms_to_its_document(
             params["dataset_id"] = dataset_id
             if "set_id" in params:
                 params["set_id"] = _new_set(base_url, key, dataset_id)
+        if "job_id" in params:
+            params["job_id"] = _new_inference_job(base_url, key, inference_model)
         try:
             case.call_and_validate(
                 base_url=base_url, headers={"x-api-key": key}, checks=CHECKS, timeout=HTTP_TIMEOUT_S
