@@ -238,9 +238,9 @@ class CreateSession:
     webhook: Webhook | None = None
     model_ids: Annotated[
         tuple[Annotated[str, Field(min_length=1, max_length=MAX_MODEL_ID_CHARS)], ...],
+        Field(max_length=MAX_SESSION_MODELS),  # before the validator: maxItems in the schema
         _null_is(tuple),
         Field(
-            max_length=MAX_SESSION_MODELS,
             description=(
                 "Custom detector models (ids from the models API, of the API key's team) whose "
                 "artifact types are reported next to YAMNet's tags, per window and as events. "
