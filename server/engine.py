@@ -344,7 +344,8 @@ class _Worker:
 
     async def _release(self) -> None:
         """Store the held windows whose custom detectors' frames are all final."""
-        assert self.detectors is not None
+        if self.detectors is None:
+            return
         await self._event_log()  # restores the frame trackers before any window is taken
         released = self.detectors.release()
         if released is not None:

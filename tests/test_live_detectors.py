@@ -246,8 +246,12 @@ async def test_a_session_without_models_is_unchanged(
     _, client = app_client
     api = Api(client, api_key)
     audio, _ = scene
-    created = await api.create(type="stream", content_type=RAW_S16)
-    await send(api, created["session_id"], s16(audio))
-    windows = await api.all_results(created["session_id"])
-    assert not any(t["name"] in TYPES for w in windows for t in w["tags"])
-    assert not custom_of(await walk(api, created["session_id"]))
+    for kind in ("stream", "file"):
+        created = await api.create(type=kind, content_type=RAW_S16)
+        await send(api, created["session_id"], s16(audio))
+        status = await api.status(created["session_id"])
+        assert "error" not in status, status
+        windows = await api.all_results(created["session_id"])
+        assert len(windows) == 18
+        assert not any(t["name"] in TYPES for w in windows for t in w["tags"])
+        assert not custom_of(await walk(api, created["session_id"]))
