@@ -263,13 +263,25 @@ class SoundEvent(WireType):
     __pydantic_config__ = RESPONSE
 
     id: Annotated[int, Field(ge=0, description="The event's id, from 0 per session.")]
-    tag: Annotated[str, Field(description="The tag (GET /tags/official lists them).")]
+    tag: Annotated[
+        str,
+        Field(
+            description="The tag (GET /tags/official lists them), or a custom artifact type "
+            "of one of the session's model_ids."
+        ),
+    ]
     start_time: Annotated[float, Field(description="Onset, seconds from the session's start.")]
     end_time: Annotated[
         float,
         Field(description="Offset: final when closed, how far the event reaches so far when open."),
     ]
-    confidence: Annotated[float, Field(description="The tag's highest window probability.")]
+    confidence: Annotated[
+        float,
+        Field(
+            description="The tag's highest window probability (a custom type's: its highest "
+            "10 ms frame probability)."
+        ),
+    ]
     state: EventState
 
     @classmethod

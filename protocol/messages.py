@@ -24,6 +24,7 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_OFFSET",
     "MAX_PAGE_COUNT",
+    "MAX_SESSION_MODELS",
     "MAX_STATUS_TOKEN_CHARS",
     "MAX_TOTAL_SIZE",
     "SENSITIVITY_RANGE",
@@ -57,6 +58,8 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_CONTENT_TYPE_CHARS = 256
 MAX_TOTAL_SIZE = 2**53
 MAX_SEQUENCE = 2**53
+MAX_SESSION_MODELS = 4  # custom detector models one session may report
+MAX_MODEL_ID_CHARS = 128
 MAX_OFFSET = 2**62
 MAX_PAGE_COUNT = 1024
 MAX_STATUS_TOKEN_CHARS = 64  # a status next_token; events tokens carry more (protocol.tokens)
@@ -233,6 +236,19 @@ class CreateSession:
     ] = None
     events: Annotated[EventParams, _null_is(EventParams)] = field(default_factory=EventParams)
     webhook: Webhook | None = None
+    model_ids: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=MAX_MODEL_ID_CHARS)], ...],
+        Field(max_length=MAX_SESSION_MODELS),  # before the validator: maxItems in the schema
+        _null_is(tuple),
+        Field(
+            description=(
+                "Custom detector models (ids from the models API, of the API key's team) whose "
+                "artifact types are reported next to YAMNet's tags, per window and as events. "
+                "Each model's types must be distinct from YAMNet's tags and from the other "
+                "models' types."
+            ),
+        ),
+    ] = ()
 
     @classmethod
     def from_body(cls, body: Any) -> CreateSession:

@@ -212,6 +212,7 @@ async def _server_context(app: web.Application) -> AsyncIterator[None]:
             metrics,
             official_tags(class_map),
         )
+        service.detector_models = app[DETECTOR_MODELS]
         app[SERVICE] = service
         app[ENGINE] = engine
         webhooks = WebhookDispatcher(settings, store_thread, engine, metrics)

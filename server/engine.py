@@ -29,6 +29,9 @@ from models.yamnet.spec import FRONTEND
 from protocol.states import SessionState
 from server.audio import DecodeError, DecodeLimits, parse_content_type
 from server.audio.overlap import OverlapGeometry
+from server.detectors.frame_events import FrameEvents
+from server.detectors.head_batch import HeadBatcher
+from server.detectors.live import ReleasedWindows, SessionDetectors
 from server.event_log import (
     LogEntry,
     SessionEventLog,
@@ -49,6 +52,13 @@ __all__ = ["EngineConfig", "InferenceEngine"]
 log = logging.getLogger(__name__)
 
 _FINISH = object()
+
+
+@dataclass(frozen=True)
+class _Fail:
+    """Queued for a recovered session that cannot carry on (its custom model is gone)."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,15 @@ class _Worker:
             engine.config.window_seconds,
         )
         self.events: SessionEventLog | None = None  # restored from the store on first use
+        # Custom detectors (``server.detectors.live``): None for a session without models,
+        # which then runs exactly as before they existed.
+        self.detectors: SessionDetectors | None = None
+        if session.detectors:
+            self.detectors = SessionDetectors(
+                session.detectors,
+                FRONTEND.hop_frames(params.window_hop_s),
+                resume_window=session.results_count,
+            )
         self.pipeline = AudioPipeline(
             fmt,
             params.window_hop_s,
@@ -136,6 +155,7 @@ class _Worker:
             first_window=first_window,
             first_sample=first_sample,
             prepare=engine.prepare_input,
+            keep_samples=self.detectors is not None,
         )
 
     def notify(self) -> None:
@@ -155,6 +175,8 @@ class _Worker:
             try:
                 if item is _FINISH:
                     await self._finish()
+                elif isinstance(item, _Fail):
+                    await self._fail(RuntimeError(item.message))
                 else:
                     await self._chunk(*item)
             except (DecodeError, StoreError, RuntimeError) as exc:
@@ -220,6 +242,8 @@ class _Worker:
         if not self.frame_bytes:
             return
         needed_from = self.session.results_count * self.hop_samples
+        if self.detectors is not None:  # they recompute their frames' context after a restart
+            needed_from = max(0, needed_from - self.detectors.lookback_samples)
         history_from = self.next_offset - self.history_bytes
         # Only chunks already fed: after a restart, kept chunks before the next window are
         # still queued for replay (they rebuild the frontend's state) and must stay readable.
@@ -242,7 +266,7 @@ class _Worker:
         session = self.session
         if session.is_stream:
             batch = await self.engine.run_blocking(self.pipeline.finish)
-            await self._infer_and_store(batch, live=True)
+            await self._infer_and_store(batch, live=True, final=True)
         else:
             await self._infer_file()
             session.pending_chunks = 0
@@ -266,21 +290,66 @@ class _Worker:
 
         try:
             for block in self.pipeline.file_blocks(samples):
-                submit(await self.engine.run_blocking(self.pipeline.push_block, block))
+                batch = await self.engine.run_blocking(self.pipeline.push_block, block)
+                await self._detect(batch, final=False)
+                submit(batch)
                 while in_flight and in_flight[0][1].done():
                     batch, probabilities = in_flight.popleft()
                     await self._store(batch, probabilities.result())
-            submit(await self.engine.run_blocking(self.pipeline.finish_file))
+            batch = await self.engine.run_blocking(self.pipeline.finish_file)
+            await self._detect(batch, final=True)
+            submit(batch)
             while in_flight:
                 batch, probabilities = in_flight.popleft()
                 await self._store(batch, await probabilities)
+            await self._release()
         finally:
             for _, future in in_flight:
                 future.cancel()
 
-    async def _infer_and_store(self, batch: WindowBatch, live: bool) -> None:
-        if len(batch):
-            await self._store(batch, await self._probabilities(batch, live))
+    async def _infer_and_store(self, batch: WindowBatch, live: bool, final: bool = False) -> None:
+        if self.detectors is None:
+            if len(batch):
+                await self._store(batch, await self._probabilities(batch, live))
+            return
+        detected = self._detect(batch, final)
+        if len(batch):  # YAMNet and the heads at once; the windows wait for both
+            probabilities, _ = await asyncio.gather(self._probabilities(batch, live), detected)
+            self.detectors.hold(batch.first_index, probabilities)
+        else:
+            await detected
+        await self._release()
+
+    async def _detect(self, batch: WindowBatch, final: bool) -> None:
+        """The batch's samples through the custom detectors: features (decode threads), then
+        each model's head, batched with other sessions' (``HeadBatcher``)."""
+        detectors = self.detectors
+        if detectors is None:
+            return
+        samples = batch.samples if batch.samples is not None and batch.samples.size else None
+        if samples is None and not final:
+            return
+        segments = await self.engine.run_blocking(
+            detectors.advance, samples, batch.samples_start, final
+        )
+        wanted = [(i, s) for i, s in enumerate(segments) if s is not None]
+        heads = self.engine.heads
+        outputs = await asyncio.gather(
+            *(heads.submit(detectors.models[i].runner, s) for i, s in wanted)
+        )
+        for (i, _), probabilities in zip(wanted, outputs, strict=True):
+            detectors.accept(i, probabilities)
+        if final:
+            detectors.mark_finished()
+
+    async def _release(self) -> None:
+        """Store the held windows whose custom detectors' frames are all final."""
+        if self.detectors is None:
+            return
+        await self._event_log()  # restores the frame trackers before any window is taken
+        released = self.detectors.release()
+        if released is not None:
+            await self._write(released.first_index, released.probabilities, released)
 
     async def _probabilities(self, batch: WindowBatch, live: bool) -> Any:
         """The model's probabilities; windows under the silence gate skip the model and get
@@ -310,24 +379,49 @@ class _Worker:
                 previous = probabilities_from_tags(
                     tags, self.engine.label_index, len(self.engine.tagger.labels)
                 )
+            detectors = self.detectors
+            frames = None
+            if detectors is not None:
+                first_frame = detectors.first_fed_frame
+
+                def frames(stored: Any) -> FrameEvents:
+                    return FrameEvents.build(detectors.rules, first_frame, stored)
+
             self.events = SessionEventLog.restore(
-                self.event_rules, state, previous, windows_stored=self.session.results_count
+                self.event_rules,
+                state,
+                previous,
+                windows_stored=self.session.results_count,
+                frames=frames,
             )
         return self.events
 
     async def _store(self, batch: WindowBatch, probabilities: Any) -> None:
+        if self.detectors is None:
+            await self._write(batch.first_index, probabilities)
+        else:
+            self.detectors.hold(batch.first_index, probabilities)
+            await self._release()
+
+    async def _write(
+        self, first_index: int, probabilities: Any, custom: ReleasedWindows | None = None
+    ) -> None:
+        """Store windows ``first_index, ...`` (YAMNet's probabilities; with ``custom``, the
+        custom detectors' tags after YAMNet's and their frames for the event log)."""
         hop = self.session.params.window_hop_s
         window = self.engine.config.window_seconds
+        tagged = self.engine.tagger.tags(probabilities, self.thresholds)
+        if custom is not None:
+            tagged = [yamnet + extra for yamnet, extra in zip(tagged, custom.tags, strict=True)]
         rows = [
             ResultRow(index, round(index * hop, 3), round(index * hop + window, 3), tags)
-            for index, tags in enumerate(
-                self.engine.tagger.tags(probabilities, self.thresholds), start=batch.first_index
-            )
+            for index, tags in enumerate(tagged, start=first_index)
         ]
         stored, blobs = pack_probabilities(probabilities)
         events = await self._event_log()
-        already = max(0, events.tracker.next_window - batch.first_index)  # fed before a crash
-        entries = events.feed(stored[already:])
+        already = max(0, events.tracker.next_window - first_index)  # fed before a crash
+        frames = None if custom is None else custom.frames[already:]
+        entries = events.feed(stored[already:], frames)
         session_id = self.session.id
         count = await self.engine.store.write(
             partial(
@@ -345,7 +439,7 @@ class _Worker:
         self.notify()
         for listener in self.engine.result_listeners:
             try:
-                listener(session_id, batch.first_index, len(rows))
+                listener(session_id, first_index, len(rows))
             except Exception:  # an observer's bug must not fail the session
                 log.exception("result listener failed")
 
@@ -477,6 +571,8 @@ class InferenceEngine:
         self.store = store
         self.scheduler = scheduler
         self._decode_executor = decode_executor
+        # Custom detectors' heads, every session's segments batched per model.
+        self.heads = HeadBatcher(decode_executor)
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}  # only for sessions someone waits on
@@ -524,6 +620,10 @@ class InferenceEngine:
     def recover(self, session: Session, layout: list[tuple[int, int, int]]) -> None:
         """After a restart: replay the kept chunks that inference has not finished with."""
         if session.inference_done:
+            return
+        if session.detector_error is not None:
+            session.pending_chunks = 0
+            self._worker(session, layout).put(_Fail(session.detector_error))
             return
         if session.is_stream:
             worker = self._worker(session, layout)

@@ -19,14 +19,16 @@ rule parameters, per request) is computed from exactly what the live log saw.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from protocol.errors import BadRequest
 from protocol.events import EventParams, EventState, SoundEvent
+from server.detectors.frame_events import FrameEvents
 from server.events import (
     DEFAULT_MERGE_WINDOW_MS,
     DEFAULT_MIN_DURATION_MS,
@@ -142,13 +144,55 @@ def _entries(
     return out, logged, closed
 
 
-class SessionEventLog:
-    """One session's tracker and log counters."""
+_YAMNET_SOURCE = ""
 
-    def __init__(self, tracker: EventTracker, logged: int = 0, closed: int = 0) -> None:
+
+class _EventNumbering:
+    """The log's own event ids, for a session whose log has several sources (YAMNet's tracker
+    and its custom detectors' frame trackers, each numbering its events from 0): ids in the
+    order the log first reports events. Only the ids of events not yet closed are kept."""
+
+    def __init__(self, next_id: int = 0, open_ids: dict[tuple[str, int], int] | None = None):
+        self.next_id = next_id
+        self.open_ids = open_ids or {}
+
+    def renumber(self, source: str, transition: EventTransition) -> EventTransition:
+        key = (source, transition.event.event_id)
+        log_id = self.open_ids.get(key)
+        if log_id is None:
+            log_id = self.open_ids[key] = self.next_id
+            self.next_id += 1
+        if transition.kind == "close":
+            del self.open_ids[key]
+        return replace(transition, event=replace(transition.event, event_id=log_id))
+
+    def state(self) -> dict[str, Any]:
+        return {"next_id": self.next_id, "open": [[s, t, i] for (s, t), i in self.open_ids.items()]}
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> _EventNumbering:
+        return cls(int(state["next_id"]), {(s, int(t)): int(i) for s, t, i in state["open"]})
+
+
+class SessionEventLog:
+    """One session's tracker and log counters; with custom detectors (``frames``), their frame
+    trackers too, whose events join the same log (after YAMNet's, window by window)."""
+
+    def __init__(
+        self,
+        tracker: EventTracker,
+        logged: int = 0,
+        closed: int = 0,
+        frames: FrameEvents | None = None,
+        numbering: _EventNumbering | None = None,
+    ) -> None:
         self.tracker = tracker
         self.logged = logged
         self.closed = closed
+        self.frames = frames
+        self._numbering = (
+            numbering if numbering is not None or frames is None else _EventNumbering()
+        )
         self._stored_idle: tuple[int, int] | None = None  # (logged, next event id) when idle
 
     @classmethod
@@ -158,23 +202,36 @@ class SessionEventLog:
         state_json: str | None,
         previous: npt.NDArray[np.float64] | None,
         windows_stored: int = 0,
+        frames: Callable[[Any], FrameEvents] | None = None,
     ) -> SessionEventLog:
         """From the state stored with the windows (None: none stored with them yet) and the
-        last stored window's probabilities; the log carries on at ``windows_stored``."""
+        last stored window's probabilities; the log carries on at ``windows_stored``.
+        ``frames``: for a session with custom detectors, builds their frame trackers from
+        their stored state (None when none is stored)."""
         if state_json is None:
-            return cls(EventTracker(rules, windows_stored, report_updates=False))
+            tracker = EventTracker(rules, windows_stored, report_updates=False)
+            return cls(tracker, frames=None if frames is None else frames(None))
         state = json.loads(state_json)
         tracker = EventTracker.restore(rules, state["tracker"], previous, report_updates=False)
         if tracker.idle and tracker.next_window < windows_stored:
             tracker.skip_to(windows_stored)  # quiet windows stored without a new state
-        return cls(tracker, int(state["logged"]), int(state["closed"]))
+        numbering = None
+        if "numbering" in state:
+            numbering = _EventNumbering.restore(state["numbering"])
+        return cls(
+            tracker,
+            int(state["logged"]),
+            int(state["closed"]),
+            None if frames is None else frames(state.get("frames")),
+            numbering,
+        )
 
     def state_to_store(self) -> str | None:
         """The state to store with the windows just fed, or None when the stored one still
         holds: the tracker is idle and nothing was logged since an idle state was stored
         (``restore`` then carries on at the stored windows' end). Most windows of most streams
         are quiet, and this spares them a JSON encoding each."""
-        if self.tracker.idle:
+        if self.tracker.idle and (self.frames is None or self.frames.idle):
             mark = (self.logged, self.tracker.state()["next_id"])
             if mark == self._stored_idle:
                 return None
@@ -187,11 +244,19 @@ class SessionEventLog:
     def finished(self) -> bool:
         return bool(self.tracker.state()["finished"])
 
-    def feed(self, probabilities: npt.NDArray[np.float64]) -> list[LogEntry]:
-        """Windows in order (as stored: float16 values); the entries they add."""
+    def feed(
+        self,
+        probabilities: npt.NDArray[np.float64],
+        frames: Sequence[Sequence[tuple[int, npt.NDArray[np.float32]]]] | None = None,
+    ) -> list[LogEntry]:
+        """Windows in order (as stored: float32 values); the entries they add. ``frames``:
+        per window, the custom detectors' frame probabilities that window brings (per model,
+        its first frame and ``[frames, types]``), whose events follow YAMNet's."""
         out: list[LogEntry] = []
-        for row in probabilities:
+        for i, row in enumerate(probabilities):
             transitions = self.tracker.feed(row)
+            if self.frames is not None and frames is not None:
+                transitions = self._merged(transitions, self.frames.feed(frames[i]))
             entries, self.logged, self.closed = _entries(
                 transitions, self.logged, self.closed, self.tracker.next_window
             )
@@ -199,16 +264,33 @@ class SessionEventLog:
         return out
 
     def finish(self) -> list[LogEntry]:
+        transitions = self.tracker.finish()
+        if self.frames is not None:
+            transitions = self._merged(transitions, self.frames.finish())
         entries, self.logged, self.closed = _entries(
-            self.tracker.finish(), self.logged, self.closed, self.tracker.next_window
+            transitions, self.logged, self.closed, self.tracker.next_window
         )
         return entries
 
+    def _merged(
+        self, yamnet: list[EventTransition], custom: list[tuple[str, EventTransition]]
+    ) -> list[EventTransition]:
+        numbering = self._numbering
+        assert numbering is not None
+        out = [numbering.renumber(_YAMNET_SOURCE, t) for t in yamnet]
+        out.extend(numbering.renumber(source, t) for source, t in custom)
+        return out
+
     def state_json(self) -> str:
-        return json.dumps(
-            {"tracker": self.tracker.state(), "logged": self.logged, "closed": self.closed},
-            separators=(",", ":"),
-        )
+        state: dict[str, Any] = {
+            "tracker": self.tracker.state(),
+            "logged": self.logged,
+            "closed": self.closed,
+        }
+        if self.frames is not None and self._numbering is not None:
+            state["frames"] = self.frames.state()
+            state["numbering"] = self._numbering.state()
+        return json.dumps(state, separators=(",", ":"))
 
 
 def replay_log(

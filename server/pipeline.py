@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,10 @@ class WindowBatch:
     first_index: int
     patches: npt.NDArray[Any]  # [n, patch_frames, mel_bands]: float32, or the model's input
     levels_dbfs: npt.NDArray[np.float64] | None = None  # per window, for the silence gate
+    # With ``keep_samples``: the decoded samples this batch came from, and where the first one
+    # lies in the stream (custom detectors compute their own frames from them).
+    samples: npt.NDArray[np.float32] | None = None
+    samples_start: int = 0
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -59,11 +63,13 @@ class AudioPipeline:
         first_window: int = 0,
         first_sample: int = 0,
         prepare: Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]] | None = None,
+        keep_samples: bool = False,
     ) -> None:
         """``first_window``/``first_sample``: resume a replayable stream whose earlier audio was
         pruned; decoding restarts at ``first_sample`` (a sample-aligned chunk boundary at or
         before window ``first_window``'s start) and the samples before that start are dropped.
-        ``prepare``: turns float32 patches into the model's input (``OnnxRunner.prepare``)."""
+        ``prepare``: turns float32 patches into the model's input (``OnnxRunner.prepare``).
+        ``keep_samples``: batches carry the decoded samples (``WindowBatch.samples``)."""
         self._fmt = fmt
         self._limits = limits
         self._params = params
@@ -80,6 +86,8 @@ class AudioPipeline:
         self._skip_below = skip_below
         self._prepare = prepare
         self.samples_seen = start_sample
+        self._keep_samples = keep_samples
+        self._decoded_to = first_sample  # stream position after the last decoded sample
 
     # -- streams --------------------------------------------------------------------------
 
@@ -128,13 +136,18 @@ class AudioPipeline:
     # -- internals ------------------------------------------------------------------------
 
     def _push(self, samples: npt.NDArray[np.float32]) -> WindowBatch:
+        decoded, decoded_from = samples, self._decoded_to
+        self._decoded_to += int(samples.shape[0])
         if self._discard:
             dropped = min(self._discard, int(samples.shape[0]))
             samples = samples[dropped:]
             self._discard -= dropped
         self.samples_seen += int(samples.shape[0])
         frames, power = self._frontend.push_with_power(samples)
-        return self._quantize(self._windower.push(frames, power))
+        batch = self._quantize(self._windower.push(frames, power))
+        if self._keep_samples:
+            batch = replace(batch, samples=decoded, samples_start=decoded_from)
+        return batch
 
     def _pad_tail(self) -> WindowBatch:
         if self.samples_seen == 0:
@@ -167,14 +180,15 @@ _POWER_FLOOR = 1e-12  # -120 dBFS: digital silence still has a finite level
 
 
 def _join(first: WindowBatch, second: WindowBatch) -> WindowBatch:
-    if not len(first):
-        return second
+    if not len(first):  # the padded tail carries no samples of the stream
+        return replace(second, samples=first.samples, samples_start=first.samples_start)
     if not len(second):
         return first
     levels = None
     if first.levels_dbfs is not None and second.levels_dbfs is not None:
         levels = np.concatenate([first.levels_dbfs, second.levels_dbfs])
-    return WindowBatch(first.first_index, np.concatenate([first.patches, second.patches]), levels)
+    patches = np.concatenate([first.patches, second.patches])
+    return WindowBatch(first.first_index, patches, levels, first.samples, first.samples_start)
 
 
 def split_batch(batch: WindowBatch, size: int) -> list[WindowBatch]:

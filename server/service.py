@@ -17,7 +17,14 @@ from typing import Any
 
 import pybase64
 
-from protocol.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized
+from protocol.errors import (
+    BadRequest,
+    InternalError,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from protocol.messages import (
     AudioType,
     CreateSession,
@@ -43,6 +50,8 @@ from server.audio import ContentTypeError, parse_content_type
 from server.audio.overlap import OverlapGeometry, StreamTail
 from server.auth import Caller, KeyDirectory
 from server.config import Settings
+from server.detectors.loader import ModelLoader
+from server.detectors.session_models import load_session_models
 from server.engine import InferenceEngine
 from server.event_log import rules_for
 from server.keys import new_session_id
@@ -159,6 +168,8 @@ class SessionService:
         self._metrics = metrics or Metrics()
         # Set once the app has built it: sessions with a webhook are handed to it.
         self.webhooks: WebhookDispatcher | None = None
+        # Set by the app: the custom detector models sessions may name (``model_ids``).
+        self.detector_models: ModelLoader | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -189,12 +200,28 @@ class SessionService:
             session.webhook_delivered = row.webhook_delivered
             if session.state is SessionState.WRITABLE:
                 session.tail = await self._stored_tail(session)
+            if session.params.model_ids and not session.inference_done:
+                await self._recover_models(session)
             self._sessions[session.id] = session
             self._open_by_key[session.key_id] = self._open_by_key.get(session.key_id, 0) + 1
             if not session.inference_done:
                 layout = await self._store.read(partial(Store.chunk_layout, session_id=row.id))
                 self._engine.recover(session, layout)
         return len(rows)
+
+    async def _recover_models(self, session: Session) -> None:
+        """A recovered session's models, loaded again; one that is gone (deleted while the
+        server was down, or its file lost) fails the session, with the reason."""
+        try:
+            session.detectors = await self._session_models(
+                str(session.key_id), session.params.model_ids
+            )
+        except (NotFound, InternalError, BadRequest) as exc:
+            session.detector_error = f"{exc.message} (after a restart)"
+
+    async def _session_models(self, team: str, model_ids: tuple[str, ...]) -> Any:
+        reserved = (*self._engine.tagger.labels, OTHERS)
+        return await load_session_models(self.detector_models, team, model_ids, reserved)
 
     async def _stored_tail(self, session: Session) -> StreamTail | None:
         """Rebuild a raw stream's sliding-window state from its stored chunks."""
@@ -302,11 +329,13 @@ class SessionService:
             params.window_hop_s,
             self._window_seconds,
         )
+        detectors = await self._session_models(str(caller.key_id), params.model_ids)
         session_id = new_session_id()
         now = time.time()
         stored = params_to_dict(params)
         await self._store.write(lambda s: s.insert_session(session_id, caller.key_id, stored, now))
         session = Session(session_id, caller.key_id, params, created_at=now, last_activity_at=now)
+        session.detectors = detectors
         session.tail = None if geometry is None else StreamTail(geometry)
         self._sessions[session_id] = session
         self._open_by_key[caller.key_id] = self._open_by_key.get(caller.key_id, 0) + 1

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol.errors import Conflict, Forbidden, PayloadTooLarge
 from protocol.messages import AudioType, CreateSession
 from protocol.states import SessionState, transition
 from server.audio.overlap import StreamTail
+
+if TYPE_CHECKING:
+    from server.detectors.live import DetectorModel
 
 __all__ = ["ChunkDecision", "Session", "chunk_digest", "params_from_dict", "params_to_dict"]
 
@@ -58,6 +61,11 @@ class Session:
     webhook_delivered: int = 0  # log entries delivered to the session's webhook
     # Raw streams only: the end of the stored timeline, for recognising sliding-window chunks.
     tail: StreamTail | None = field(default=None, repr=False)
+    # The custom detectors it reports (``model_ids``), loaded when it was created or recovered;
+    # it keeps them until it ends, even if a model is deleted meanwhile. ``detector_error``: a
+    # recovered session's model could not be loaded, so its inference cannot carry on.
+    detectors: tuple[DetectorModel, ...] = field(default=(), repr=False)
+    detector_error: str | None = None
 
     @property
     def is_stream(self) -> bool:
